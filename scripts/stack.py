@@ -1,4 +1,4 @@
-"""Start and stop the real services (livekit-server, ...) for the dev command, tests and benchmarks."""
+"""Start and stop the real services (livekit-server, ...) for dev runs, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def start_livekit_server(
     log_path: Path | None = None,
     fixed_ports: bool = False,
 ) -> LiveKitServer:
-    """Start livekit-server on free loopback ports (or the standard 7880-7882 when `fixed_ports`)."""
+    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`)."""
     if fixed_ports:
         cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
     else:

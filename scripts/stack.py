@@ -1,18 +1,28 @@
-"""Start and stop the real services (livekit-server, ...) for dev runs, tests and benchmarks."""
+"""Start and stop the real services (Redis, livekit-server, livekit-sip) for dev runs and tests."""
 
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from config.server_config import LIVEKIT_SERVER_VERSION, ServerConfig, render_server_config
+from config.server_config import (
+    LIVEKIT_SERVER_VERSION,
+    LIVEKIT_SIP_VERSION,
+    ServerConfig,
+    render_server_config,
+)
+from config.sip_config import SipConfig, render_sip_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,3 +146,223 @@ def start_livekit_server(
         )
     log = log_path or ROOT / "var" / "log" / "livekit-server.log"
     return LiveKitServer(cfg, log).start()
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, grace: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
+    """`sig`, then SIGKILL after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def udp_ports_free(start: int, end: int, host: str = "127.0.0.1") -> bool:
+    """Whether every UDP port in `start..end` can be bound on `host` right now."""
+    socks: list[socket.socket] = []
+    try:
+        for port in range(start, end + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(s)
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_udp_range(size: int, low: int = 20000, high: int = 32000) -> tuple[int, int]:
+    """A range of `size` bindable UDP ports below Linux's ephemeral range (32768+)."""
+    for _ in range(50):
+        start = random.randrange(low, high - size)
+        if udp_ports_free(start, start + size - 1):
+            return start, start + size - 1
+    raise RuntimeError(f"no free range of {size} UDP ports in {low}-{high}")
+
+
+def wait_tcp_ping(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until a Redis server answers PING with +PONG."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise TimeoutError(f"redis on {host}:{port} did not answer within {timeout}s: {last}")
+
+
+@dataclass
+class RedisServer:
+    """A throw-away redis-server on loopback: no persistence, its files in a temp dir."""
+
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _dir: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing: run scripts/install_deps.sh first")
+        self._dir = Path(tempfile.mkdtemp(prefix="redis-"))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Arguments instead of a config file; `--save ""` and no AOF: nothing reaches the disk.
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._dir),
+                "--logfile",
+                str(self.log_path),
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_tcp_ping("127.0.0.1", self.port, timeout, self.proc)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def start_redis(*, port: int | None = None, log_path: Path | None = None) -> RedisServer:
+    """Start redis-server on a free loopback port (or `port`)."""
+    log = log_path or ROOT / "var" / "log" / "redis.log"
+    return RedisServer(port or free_port(), log).start()
+
+
+def wait_http_ready(
+    url: str, timeout: float, proc: subprocess.Popen[bytes], ready: tuple[int, ...] = (200,)
+) -> None:
+    """Poll `url` until it answers a `ready` status, the process dies, or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status in ready:
+                    return
+                last = resp.status
+        except urllib.error.HTTPError as e:
+            if e.code in ready:
+                return
+            last = f"HTTP {e.code}"
+        except OSError as e:
+            last = e
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} was not ready within {timeout}s: {last}")
+
+
+@dataclass
+class LiveKitSip:
+    """A real livekit-sip on loopback, talking to a livekit-server through Redis."""
+
+    config: SipConfig
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+    _config_file: Path | None = None
+
+    @property
+    def sip_host(self) -> str:
+        return self.config.listen_ip or "127.0.0.1"
+
+    @property
+    def sip_port(self) -> int:
+        return self.config.sip_port
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.health_port}"
+
+    def start(self, timeout: float = 30.0) -> LiveKitSip:
+        if self.config.health_port is None:
+            raise ValueError("LiveKitSip needs a health_port to know when it is ready")
+        binary = require_binary("livekit-sip", LIVEKIT_SIP_VERSION)
+        fd, name = tempfile.mkstemp(prefix="livekit-sip-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(render_sip_config(self.config))
+        self._config_file = Path(name)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(binary), "--config", name],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # 503 until started; 429 means started but the CPU is busy (a 2-core CI machine is), which
+        # only stops outbound calls, so it counts as ready too.
+        wait_http_ready(self.health_url, timeout, self.proc, ready=(200, 429))
+        return self
+
+    def stop(self) -> None:
+        # SIGTERM would wait for every active call to end; SIGINT hangs them up and exits.
+        stop_process(self.proc, grace=5.0, sig=signal.SIGINT)
+        if self._log is not None:
+            self._log.close()
+        if self._config_file is not None:
+            self._config_file.unlink(missing_ok=True)
+
+
+def start_livekit_sip(
+    server: LiveKitServer,
+    redis_address: str,
+    *,
+    sip_port: int | None = None,
+    rtp_ports: int = 200,
+    log_path: Path | None = None,
+) -> LiveKitSip:
+    """Start livekit-sip for `server` on loopback: a free (or given) SIP port, a free RTP range.
+
+    livekit-sip keeps a closed call's RTP port draining for up to 30 s, so the range covers
+    every call a test session places, not only the concurrent ones.
+    """
+    rtp_start, rtp_end = free_udp_range(rtp_ports)
+    cfg = SipConfig(
+        ws_url=server.ws_url,
+        redis_address=redis_address,
+        api_key=server.config.api_key,
+        api_secret=server.config.api_secret,
+        sip_port=sip_port or free_port(socket.SOCK_DGRAM),
+        rtp_port_start=rtp_start,
+        rtp_port_end=rtp_end,
+        health_port=free_port(),
+        listen_ip="127.0.0.1",
+        nat_1_to_1_ip="127.0.0.1",
+    )
+    log = log_path or ROOT / "var" / "log" / "livekit-sip.log"
+    return LiveKitSip(cfg, log).start()

@@ -191,7 +191,8 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
     instructions = d.get("instructions")
     if not isinstance(instructions, str) or not instructions.strip():
         raise ContractError("persona.instructions must be a non-empty string")
-    config = d.get("config") or {}
+    config = d.get("config")
+    config = {} if config is None else config
     if not isinstance(config, dict):
         raise ContractError("persona.config must be an object")
     persona = Persona(

@@ -6,7 +6,7 @@ parses the `persona` key by hand. See shared/CONTRACT.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -235,7 +235,3 @@ def dispatch_metadata(meta: PersonaMetadata) -> str:
     return _dumps(
         {"caller": meta.caller, "call_id": meta.call_id, "persona_version": meta.version}
     ).decode()
-
-
-def with_persona(meta: PersonaMetadata, persona: Persona) -> PersonaMetadata:
-    return replace(meta, persona=persona)

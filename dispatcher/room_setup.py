@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import aiohttp
@@ -28,6 +28,10 @@ from dispatcher.persona_resolver import PersonaResolver, Resolution
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 class LiveKitUnavailable(Exception):
@@ -62,10 +66,23 @@ class SetupResult:
     room: str
     dispatch_id: str
     dispatched: bool  # False: an existing dispatch was found and kept
-    status: str | None
-    source: str | None
+    metadata: PersonaMetadata
     duration_ms: float
     reason: str = "created"
+    metadata_bytes: int = 0
+    steps_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.metadata.status
+
+    @property
+    def source(self) -> str:
+        return self.metadata.source
+
+    def again(self, reason: str) -> SetupResult:
+        """The same set-up as seen by a later delivery: nothing dispatched, nothing timed."""
+        return replace(self, dispatched=False, duration_ms=0.0, reason=reason, steps_ms={})
 
 
 @dataclass(frozen=True)
@@ -108,9 +125,7 @@ class CallSetup:
             log.info(
                 "agent.dispatch_skipped", reason="duplicate_event", dispatch_id=seen.dispatch_id
             )
-            return SetupResult(
-                seen.room, seen.dispatch_id, False, seen.status, seen.source, 0.0, "duplicate_event"
-            )
+            return seen.again("duplicate_event")
         task = self._rooms.get(join.room)
         if task is None:
             task = asyncio.create_task(self._setup(join), name=f"setup-{join.room}")
@@ -129,15 +144,7 @@ class CallSetup:
             raise
         if not first and result.dispatched:
             log.info("agent.dispatch_skipped", reason="in_flight", dispatch_id=result.dispatch_id)
-            result = SetupResult(
-                result.room,
-                result.dispatch_id,
-                False,
-                result.status,
-                result.source,
-                0.0,
-                "in_flight",
-            )
+            result = result.again("in_flight")
         self._events[join.event_id] = result
         self._bound(self._events)
         return result
@@ -203,6 +210,7 @@ class CallSetup:
             meta = replace(meta, persona=DEFAULT_PERSONA, status="default", source="default")
             encoded = encode_room_metadata(room_metadata, meta, p.metadata_budget)
 
+        steps = {"persona": round(resolution.duration_ms, 1)}
         t = time.perf_counter()
         await self._call(
             "update_room_metadata",
@@ -210,11 +218,9 @@ class CallSetup:
                 api.UpdateRoomMetadataRequest(room=join.room, metadata=encoded)
             ),
         )
-        log.info(
-            "room.metadata_written",
-            bytes=len(encoded.encode()),
-            duration_ms=round((time.perf_counter() - t) * 1000, 1),
-        )
+        steps["metadata"] = _ms_since(t)
+        size = len(encoded.encode())
+        log.info("room.metadata_written", bytes=size, duration_ms=steps["metadata"])
 
         t = time.perf_counter()
         existing = await self._call(
@@ -222,20 +228,12 @@ class CallSetup:
         )
         ours = [d for d in existing if d.agent_name == p.agent_name]
         if ours:
+            dispatch_id, dispatched, reason = ours[0].id, False, "already_dispatched"
             log.info(
                 "agent.dispatch_skipped",
-                reason="already_dispatched",
+                reason=reason,
                 agent_name=p.agent_name,
-                dispatch_id=ours[0].id,
-            )
-            result = SetupResult(
-                join.room,
-                ours[0].id,
-                False,
-                meta.status,
-                meta.source,
-                (time.perf_counter() - started) * 1000,
-                "already_dispatched",
+                dispatch_id=dispatch_id,
             )
         else:
             created = await self._call(
@@ -246,26 +244,31 @@ class CallSetup:
                     )
                 ),
             )
+            dispatch_id, dispatched, reason = created.id, True, "created"
+        steps["dispatch"] = _ms_since(t)
+        if dispatched:
             log.info(
                 "agent.dispatched",
                 agent_name=p.agent_name,
-                dispatch_id=created.id,
-                duration_ms=round((time.perf_counter() - t) * 1000, 1),
+                dispatch_id=dispatch_id,
+                duration_ms=steps["dispatch"],
             )
-            result = SetupResult(
-                join.room,
-                created.id,
-                True,
-                meta.status,
-                meta.source,
-                (time.perf_counter() - started) * 1000,
-            )
+        result = SetupResult(
+            join.room,
+            dispatch_id,
+            dispatched,
+            meta,
+            _ms_since(started),
+            reason,
+            size,
+            steps,
+        )
         log.info(
             "call.setup_done",
-            duration_ms=round(result.duration_ms, 1),
-            status=result.status,
-            source=result.source,
-            dispatched=result.dispatched,
+            duration_ms=result.duration_ms,
+            status=meta.status,
+            source=meta.source,
+            dispatched=dispatched,
         )
         return result
 

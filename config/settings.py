@@ -156,7 +156,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     webhook_max_bytes: int = 1024 * 1024
-    persona_api_base: str = DEFAULT_PERSONA_API_BASE
+    persona_api_base: str | None = DEFAULT_PERSONA_API_BASE  # None: files and default only
     persona_lookup: tuple[LookupKind, ...] = ("caller",)
     persona_deadline_s: float = 3.0
     persona_attempt_timeout_s: float = 1.0
@@ -203,7 +203,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=r.text("HOST", "127.0.0.1"),
         port=r.integer("PORT", 8080, minimum=0),
         webhook_max_bytes=r.integer("WEBHOOK_MAX_BYTES", 1024 * 1024, minimum=1024),
-        persona_api_base=r.url("PERSONA_API_BASE", DEFAULT_PERSONA_API_BASE, ("http", "https")),
+        persona_api_base=None
+        if (r.raw("PERSONA_API_BASE") or "").lower() == "off"
+        else r.url("PERSONA_API_BASE", DEFAULT_PERSONA_API_BASE, ("http", "https")),
         persona_lookup=parse_lookup(r),
         persona_deadline_s=r.seconds("PERSONA_DEADLINE_S", 3.0),
         persona_attempt_timeout_s=r.seconds("PERSONA_ATTEMPT_TIMEOUT_S", 1.0),

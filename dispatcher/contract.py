@@ -6,7 +6,7 @@ parses the `persona` key by hand. See shared/CONTRACT.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -191,7 +191,8 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
     instructions = d.get("instructions")
     if not isinstance(instructions, str) or not instructions.strip():
         raise ContractError("persona.instructions must be a non-empty string")
-    config = d.get("config") or {}
+    config = d.get("config")
+    config = {} if config is None else config
     if not isinstance(config, dict):
         raise ContractError("persona.config must be an object")
     persona = Persona(
@@ -234,7 +235,3 @@ def dispatch_metadata(meta: PersonaMetadata) -> str:
     return _dumps(
         {"caller": meta.caller, "call_id": meta.call_id, "persona_version": meta.version}
     ).decode()
-
-
-def with_persona(meta: PersonaMetadata, persona: Persona) -> PersonaMetadata:
-    return replace(meta, persona=persona)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -66,6 +67,88 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
             last = e
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with its output in a log file, started and stopped as a unit."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    ready_url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout: float = 30.0) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        if self.ready_url:
+            try:
+                wait_http(self.ready_url, timeout, self.proc)
+            except Exception:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} did not start; its log {self.log_path} ends with:\n"
+                    + tail(self.log_path)
+                ) from None
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def start_fake_persona_api(port: int, log_path: Path) -> ManagedProcess:
+    """The fake CRM API (tests/fakes/persona_api.py) as a process; base URL is `/mobile`."""
+    return ManagedProcess(
+        "fake-persona-api",
+        python_module("tests.fakes.persona_api", "--port", str(port)),
+        log_path,
+        ready_url=f"http://127.0.0.1:{port}/_control",
+    ).start()
+
+
+def start_dispatcher(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """The webhook receiver (`python -m webhooks`) as a process, JSON logs into `log_path`."""
+    return ManagedProcess(
+        "dispatcher",
+        python_module("webhooks"),
+        log_path,
+        env={"HOST": "127.0.0.1", "PORT": str(port), **env},
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+    ).start()
 
 
 @dataclass

@@ -1,0 +1,234 @@
+"""`persona-dispatch-call`: try a persona for a number without a phone call.
+
+It runs the webhook path's own set-up (`CallSetup.handle_join`) for a fresh or given room, then
+prints what happened and a join token so that a person can talk to the agent from a web client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import sys
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import orjson
+from livekit import api
+
+from config.logs import configure_logging
+from config.settings import Settings, SettingsError, load_settings
+from dispatcher.caller import (
+    ATTR_CALL_ID,
+    ATTR_CALLER,
+    ATTR_DIALED,
+    CallParty,
+    detect_numbers,
+    normalise_number,
+)
+from dispatcher.contract import PersonaMetadata, encode_room_metadata, utc_now_iso
+from dispatcher.persona_resolver import Resolution
+from dispatcher.room_setup import CallJoin, LiveKitUnavailable, RoomGone, SetupResult
+from dispatcher.service import number_format, open_clients
+
+TEST_NUMBER = "8655701159"
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_BAD_NUMBER = 3
+EXIT_SETTINGS = 4
+EXIT_UNREACHABLE = 5
+EXIT_AUTH = 6
+EXIT_LIVEKIT = 7
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Outcome:
+    number: str
+    room: str
+    resolution: Resolution | None
+    result: SetupResult | None
+    metadata_bytes: int
+    token: str | None
+    total_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.resolution
+        meta = self.result.metadata if self.result else None
+        persona = meta.persona if meta else (r.persona if r else None)
+        return {
+            "number": self.number,
+            "room": self.room,
+            "dry_run": self.result is None,
+            "status": meta.status if meta else (r.status if r else None),
+            "source": meta.source if meta else (r.source if r else None),
+            "persona_id": persona.persona_id if persona else None,
+            "name": persona.name if persona else None,
+            "welcome": persona.welcome if persona else None,
+            "instructions_chars": len(persona.instructions) if persona else 0,
+            "metadata_bytes": self.metadata_bytes,
+            "dispatch_id": self.result.dispatch_id if self.result else None,
+            "dispatched": self.result.dispatched if self.result else False,
+            "dispatch_reason": self.result.reason if self.result else None,
+            "steps_ms": self.result.steps_ms
+            if self.result
+            else {"persona": r.duration_ms if r else 0},
+            "total_ms": round(self.total_ms, 1),
+            "token": self.token,
+        }
+
+
+def parse_args(argv: list[str] | None, settings_default_caller: str | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="persona-dispatch-call", description=__doc__)
+    parser.add_argument(
+        "--number",
+        default=settings_default_caller or TEST_NUMBER,
+        help="the caller number whose persona to use (default DEFAULT_CALLER, else 8655701159)",
+    )
+    parser.add_argument("--room", help="room name (default a fresh call_<number>_<suffix>)")
+    parser.add_argument("--agent", help="agent name to dispatch (default AGENT_NAME)")
+    parser.add_argument("--dry-run", action="store_true", help="resolve and print; touch nothing")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def join_token(settings: Settings, room: str, number: str) -> str:
+    return (
+        api.AccessToken(settings.livekit.api_key, settings.livekit.api_secret)
+        .with_identity(f"tester_{number}")
+        .with_name(f"Manual test for {number}")
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .with_ttl(datetime.timedelta(hours=2))
+        .to_jwt()
+    )
+
+
+async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outcome:
+    """Resolve (dry run) or set up the call exactly as the webhook path does."""
+    started = time.perf_counter()
+    party = CallParty(
+        identity=f"sip_{number}",
+        attributes={
+            ATTR_CALLER: number,
+            ATTR_DIALED: number,
+            ATTR_CALL_ID: f"manual_{uuid.uuid4().hex[:12]}",
+        },
+    )
+    async with open_clients(settings) as clients:
+        if dry_run:
+            numbers = detect_numbers(
+                party, room, "", settings.persona_lookup, number_format(settings)
+            )
+            resolution = await clients.resolver.resolve(numbers)
+            meta = PersonaMetadata(
+                persona=resolution.persona,
+                status=resolution.status,
+                source=resolution.source,
+                caller=resolution.number,
+                lookup=resolution.lookup,
+                resolved_at=utc_now_iso(),
+            )
+            size = len(encode_room_metadata("", meta, settings.metadata_budget_bytes).encode())
+            return Outcome(number, room, resolution, None, size, None, _ms(started))
+        try:
+            async with asyncio.timeout(settings.livekit.api_timeout_s):
+                await clients.livekit.room.create_room(api.CreateRoomRequest(name=room))
+        except api.TwirpError as e:
+            raise _livekit_error(e.status, e.message) from None
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise CommandError(
+                f"LiveKit server at {settings.livekit.url} is unreachable ({type(e).__name__})",
+                EXIT_UNREACHABLE,
+            ) from None
+        join = CallJoin(f"manual_{uuid.uuid4().hex}", room, "", party)
+        try:
+            result = await clients.setup.handle_join(join)
+        except LiveKitUnavailable as e:
+            raise _livekit_error(e.status, str(e)) from None
+        except RoomGone:
+            raise CommandError(f"room {room} closed during set-up", EXIT_LIVEKIT) from None
+        token = join_token(settings, room, number)
+        return Outcome(number, room, None, result, result.metadata_bytes, token, _ms(started))
+
+
+def _livekit_error(status: int | None, detail: str) -> CommandError:
+    if status in (401, 403):
+        return CommandError(
+            "LiveKit refused the API key/secret (LIVEKIT_API_KEY / LIVEKIT_API_SECRET)", EXIT_AUTH
+        )
+    if status is None:
+        return CommandError(f"LiveKit server is unreachable ({detail})", EXIT_UNREACHABLE)
+    return CommandError(f"LiveKit API error {status}: {detail}", EXIT_LIVEKIT)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def render(o: Outcome, settings: Settings) -> str:
+    d = o.to_json()
+    lines = [
+        f"number        {d['number']}",
+        f"persona       {d['status']} from {d['source']}",
+        f"name          {d['name'] or '-'}  (id {d['persona_id'] or '-'})",
+        f"welcome       {d['welcome'] or '-'}",
+        f"instructions  {d['instructions_chars']} chars",
+        f"metadata      {d['metadata_bytes']} bytes (budget {settings.metadata_budget_bytes})",
+    ]
+    if o.result is None:
+        lines.append("dry run       LiveKit not touched")
+    else:
+        lines += [
+            f"room          {d['room']}",
+            f"dispatch      {d['dispatch_id']} ({d['dispatch_reason']}, "
+            f"agent {settings.agent_name})",
+        ]
+    steps = "  ".join(f"{k} {v:.1f} ms" for k, v in d["steps_ms"].items())
+    lines.append(f"timings       {steps}  total {d['total_ms']:.1f} ms")
+    if o.token:
+        lines += [
+            f"join          {settings.livekit.url}  room {o.room}",
+            f"token         {o.token}",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SETTINGS
+    args = parse_args(argv, settings.default_caller)
+    number = normalise_number(args.number, number_format(settings))
+    if number is None:
+        print(f"error: {args.number!r} is not a phone number", file=sys.stderr)
+        return EXIT_BAD_NUMBER
+    if args.agent:
+        settings = replace(settings, agent_name=args.agent)
+    room = args.room or f"call_{number}_{uuid.uuid4().hex[:6]}"
+    # Keep stdout for the summary; structured logs of the set-up go to stderr.
+    configure_logging("warning", settings.log_format, service="manual-dispatch", stream=sys.stderr)
+    try:
+        outcome = asyncio.run(run(settings, number, room, args.dry_run))
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    if args.json:
+        print(orjson.dumps(outcome.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(outcome, settings))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""The CRM persona API client: `GET {base}/{number}`, an explicit retry policy, typed errors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp_retry import ExponentialRetry, RetryClient
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class PersonaError(Exception):
+    """Base of the persona API's typed errors."""
+
+
+class PersonaNotFound(PersonaError):
+    """The API does not know the number (404)."""
+
+
+class PersonaUpstreamError(PersonaError):
+    """The API answered with an error, or with something that is not a persona payload."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class PersonaTimeout(PersonaError):
+    """No answer within the deadline."""
+
+
+@dataclass(frozen=True)
+class PersonaApiConfig:
+    base_url: str
+    attempt_timeout_s: float = 1.0
+    attempts: int = 3
+    max_bytes: int = 512 * 1024
+    backoff_start_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    payload: Any
+    attempts: int
+    status: int
+    duration_ms: float
+
+
+def retry_policy(cfg: PersonaApiConfig) -> ExponentialRetry:
+    """GET only; connection errors, timeouts, 429 and 5xx retried; 4xx (404 included) never."""
+    return ExponentialRetry(
+        attempts=cfg.attempts,
+        start_timeout=cfg.backoff_start_s,
+        max_timeout=1.0,
+        statuses=set(RETRY_STATUSES),
+        exceptions={aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError},
+        methods={"GET"},
+        retry_all_server_errors=True,
+    )
+
+
+class _Attempts:
+    """A counter the retry client's trace context carries into every attempt of one request."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+async def _count_attempt(
+    _: aiohttp.ClientSession, ctx: Any, __: aiohttp.TraceRequestStartParams
+) -> None:
+    counter = (ctx.trace_request_ctx or {}).get("attempts")
+    if isinstance(counter, _Attempts):
+        counter.count += 1
+
+
+class PersonaApiClient:
+    """The persona API over one `ClientSession`, which this client owns and closes."""
+
+    def __init__(self, cfg: PersonaApiConfig) -> None:
+        self._cfg = cfg
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_start.append(_count_attempt)
+        session = aiohttp.ClientSession(
+            trace_configs=[tracing], connector=aiohttp.TCPConnector(limit=100)
+        )
+        # RetryClient closes the session it was given: it is the one owner from here on.
+        self._retry = RetryClient(client_session=session, retry_options=retry_policy(cfg))
+
+    async def close(self) -> None:
+        await self._retry.close()
+
+    def url_for(self, number: str) -> str:
+        # `number` is digits only by construction (caller.normalise_number); checked again because
+        # this is where it meets a URL.
+        if not number.isascii() or not number.isdigit():
+            raise ValueError(f"refusing to put a non-number into the persona URL: {number!r}")
+        return f"{self._cfg.base_url}/{number}"
+
+    async def fetch(self, number: str) -> FetchResult:
+        """The raw JSON payload for `number`; raises PersonaNotFound / PersonaUpstreamError."""
+        url = self.url_for(number)
+        attempts = _Attempts()
+        started = time.perf_counter()
+        timeout = aiohttp.ClientTimeout(total=self._cfg.attempt_timeout_s)
+        try:
+            async with self._retry.get(
+                url,
+                timeout=timeout,
+                headers={"Accept": "application/json"},
+                trace_request_ctx={"attempts": attempts},
+            ) as resp:
+                status = resp.status
+                if status == 404:
+                    raise PersonaNotFound(number)
+                if status >= 400:
+                    raise PersonaUpstreamError(
+                        f"persona API answered {status} after {attempts.count} attempts",
+                        status=status,
+                        retryable=status in RETRY_STATUSES,
+                    )
+                body = await _read_capped(resp, self._cfg.max_bytes)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise PersonaUpstreamError(
+                f"persona API unreachable after {attempts.count} attempts: {type(e).__name__}",
+                retryable=True,
+            ) from e
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise PersonaUpstreamError(
+                "persona API answered with non-JSON", status=status
+            ) from None
+        return FetchResult(payload, attempts.count, status, (time.perf_counter() - started) * 1000)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise PersonaUpstreamError(
+            f"persona payload of {resp.content_length} bytes is over {limit}"
+        )
+    body = await resp.content.read(limit + 1)
+    if len(body) > limit:
+        raise PersonaUpstreamError(f"persona payload is over {limit} bytes")
+    return body

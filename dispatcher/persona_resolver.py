@@ -1,0 +1,203 @@
+"""Resolve a call's persona within a deadline: cache, then the API, then stale / file / default."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from config.logs import get_logger
+from dispatcher.caller import DetectedNumber
+from dispatcher.contract import DEFAULT_PERSONA, Lookup, Persona, Status
+from dispatcher.persona_api import (
+    PersonaApiClient,
+    PersonaNotFound,
+    PersonaUpstreamError,
+)
+from dispatcher.persona_cache import PersonaCache
+from dispatcher.persona_payload import (
+    PersonaNotInPayload,
+    PersonaPayloadError,
+    parse_persona_payload,
+)
+
+log = get_logger(__name__)
+
+FallbackReason = Literal["no_number", "not_found", "timeout", "upstream_error", "api_off"]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The persona for a call and where it came from."""
+
+    persona: Persona
+    status: Status
+    source: str
+    number: str | None
+    lookup: Lookup
+    duration_ms: float
+    fallback_reason: FallbackReason | None = None
+
+
+class PersonaFiles:
+    """`user-mapping/num_<number>.json` files holding the API's payload shape."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_for(self, number: str) -> Path:
+        if not number.isascii() or not number.isdigit():
+            raise ValueError(f"not a number: {number!r}")
+        return self.directory / f"num_{number}.json"
+
+    def load(self, number: str) -> Persona | None:
+        """The file's persona, or None when there is no usable file (a bad one is logged)."""
+        path = self.path_for(number)
+        try:
+            data = orjson.loads(path.read_bytes())
+            return parse_persona_payload(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError, PersonaPayloadError, PersonaNotInPayload) as e:
+            log.warning("persona.file_invalid", path=str(path), error=str(e))
+            return None
+
+
+def load_default_persona(path: Path | None) -> Persona:
+    """The configured default persona (a payload-shaped file), else the built-in one."""
+    if path is None:
+        return DEFAULT_PERSONA
+    return parse_persona_payload(orjson.loads(path.read_bytes()))
+
+
+class PersonaResolver:
+    """One per process. Concurrent look-ups of the same number share one API request."""
+
+    def __init__(
+        self,
+        api: PersonaApiClient | None,
+        cache: PersonaCache,
+        files: PersonaFiles,
+        default: Persona,
+        deadline_s: float,
+    ) -> None:
+        self._api = api
+        self._cache = cache
+        self._files = files
+        self._default = default
+        self._deadline = deadline_s
+        self._inflight: dict[str, asyncio.Task[Persona]] = {}
+
+    async def resolve(self, numbers: list[DetectedNumber]) -> Resolution:
+        """Never raises for persona trouble: the worst case is the default persona."""
+        started = time.perf_counter()
+
+        def done(
+            persona: Persona,
+            status: Status,
+            source: str,
+            d: DetectedNumber | None,
+            reason: FallbackReason | None = None,
+        ) -> Resolution:
+            return Resolution(
+                persona,
+                status,
+                source,
+                d.number if d else None,
+                d.lookup if d else "caller",
+                (time.perf_counter() - started) * 1000,
+                reason,
+            )
+
+        reason: FallbackReason = "no_number" if not numbers else "not_found"
+        try:
+            async with asyncio.timeout(self._deadline):
+                for d in numbers:
+                    entry = self._cache.fresh(d.number)
+                    if entry is not None:
+                        log.info(
+                            "persona.cache_hit", lookup=d.lookup, found=entry.persona is not None
+                        )
+                        if entry.persona is not None:
+                            return done(entry.persona, "cached", "cache", d)
+                        continue
+                    if self._api is None:
+                        reason = "api_off"
+                        break
+                    try:
+                        persona = await asyncio.shield(self._shared_fetch(d.number))
+                    except PersonaNotFound:
+                        log.info("persona.not_found", lookup=d.lookup)
+                        continue
+                    return done(persona, "loaded", "api", d)
+        except TimeoutError:
+            reason = "timeout"
+        except PersonaUpstreamError as e:
+            reason = "upstream_error"
+            log.warning("persona.upstream_error", error=str(e), http_status=e.status)
+
+        if reason in ("timeout", "upstream_error"):
+            for d in numbers:
+                stale = self._cache.stale(d.number)
+                if stale is not None:
+                    return self._fallback(done(stale, "stale", "cache", d, reason))
+        for d in numbers:
+            from_file = self._files.load(d.number)
+            if from_file is not None:
+                source = str(self._files.path_for(d.number))
+                return self._fallback(done(from_file, "file", source, d, reason))
+        first = numbers[0] if numbers else None
+        return self._fallback(done(self._default, "default", "default", first, reason))
+
+    def _fallback(self, r: Resolution) -> Resolution:
+        log.info("persona.fallback", reason=r.fallback_reason, status=r.status, source=r.source)
+        return r
+
+    def _shared_fetch(self, number: str) -> asyncio.Task[Persona]:
+        task = self._inflight.get(number)
+        if task is None:
+            task = asyncio.create_task(self._fetch(number), name=f"persona-fetch-{number[-4:]}")
+            self._inflight[number] = task
+            task.add_done_callback(lambda t: self._forget(number, t))
+        return task
+
+    def _forget(self, number: str, task: asyncio.Task[Persona]) -> None:
+        self._inflight.pop(number, None)
+        # A fetch that outlived every waiter's deadline still fills the cache; its error was
+        # already answered by a fallback, so retrieve it here to keep asyncio quiet.
+        if not task.cancelled():
+            task.exception()
+
+    async def _fetch(self, number: str) -> Persona:
+        assert self._api is not None
+        try:
+            result = await self._api.fetch(number)
+        except PersonaNotFound:
+            self._cache.put_missing(number)
+            raise
+        try:
+            persona = parse_persona_payload(result.payload)
+        except PersonaNotInPayload:
+            self._cache.put_missing(number)
+            raise PersonaNotFound(number) from None
+        except PersonaPayloadError as e:
+            raise PersonaUpstreamError(f"persona payload is invalid: {e}") from None
+        self._cache.put(number, persona)
+        log.info(
+            "persona.fetched",
+            duration_ms=round(result.duration_ms, 1),
+            attempts=result.attempts,
+            http_status=result.status,
+        )
+        return persona
+
+    async def aclose(self) -> None:
+        """Cancel fetches still running after their callers' deadlines."""
+        tasks = list(self._inflight.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,82 @@
+"""Builds the dispatcher's long-lived clients from settings: one place, for the webhook app and
+the manual dispatch command alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from livekit import api
+
+from config.settings import Settings
+from dispatcher.caller import NumberFormat
+from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
+from dispatcher.persona_cache import PersonaCache
+from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
+from dispatcher.room_setup import CallSetup, SetupPolicy
+
+
+@dataclass(frozen=True)
+class Clients:
+    resolver: PersonaResolver
+    setup: CallSetup
+    livekit: api.LiveKitAPI
+
+
+def number_format(settings: Settings) -> NumberFormat:
+    return NumberFormat(settings.country_code, settings.national_number_length)
+
+
+def build_resolver(settings: Settings, persona_api: PersonaApiClient | None) -> PersonaResolver:
+    return PersonaResolver(
+        api=persona_api,
+        cache=PersonaCache(
+            ttl_s=settings.persona_cache_ttl_s,
+            negative_ttl_s=settings.persona_negative_ttl_s,
+            max_size=settings.persona_cache_size,
+        ),
+        files=PersonaFiles(settings.user_mapping_dir),
+        default=load_default_persona(settings.default_persona_file),
+        deadline_s=settings.persona_deadline_s,
+    )
+
+
+@asynccontextmanager
+async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
+    """The persona API client, resolver, LiveKit API client and call set-up; closed on exit."""
+    persona_api = (
+        PersonaApiClient(
+            PersonaApiConfig(
+                base_url=settings.persona_api_base,
+                attempt_timeout_s=settings.persona_attempt_timeout_s,
+                attempts=settings.persona_attempts,
+                max_bytes=settings.persona_max_bytes,
+            )
+        )
+        if settings.persona_api_base
+        else None
+    )
+    resolver = build_resolver(settings, persona_api)
+    lk = api.LiveKitAPI(settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret)
+    setup = CallSetup(
+        lk,
+        resolver,
+        SetupPolicy(
+            agent_name=settings.agent_name,
+            metadata_budget=settings.metadata_budget_bytes,
+            api_timeout_s=settings.livekit.api_timeout_s,
+            lookups=settings.persona_lookup,
+            number_format=number_format(settings),
+            default_caller=settings.default_caller,
+            remember=settings.handled_events_size,
+            unmasked_logs=settings.log_unmasked,
+        ),
+    )
+    try:
+        yield Clients(resolver, setup, lk)
+    finally:
+        await resolver.aclose()
+        if persona_api is not None:
+            await persona_api.close()
+        await lk.aclose()

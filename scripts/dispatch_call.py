@@ -1,0 +1,8 @@
+"""Dispatch a test call for a number by hand: see dispatcher/manual_dispatch.py."""
+
+from __future__ import annotations
+
+from dispatcher.manual_dispatch import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

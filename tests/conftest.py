@@ -1,0 +1,91 @@
+"""Fixtures shared by the service tests: the fake persona API, a fake LiveKit Twirp API, settings
+and captured log events."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from config.logs import configure_logging
+from config.server_config import DEV_API_KEY, DEV_API_SECRET
+from config.settings import Settings, load_settings
+from tests.fakes import livekit_twirp, persona_api
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LogCapture:
+    """Log events the service wrote, parsed from its JSON lines."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.stream.getvalue().splitlines() if line]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    configure_logging("debug", "json", stream=capture.stream)
+    yield capture
+    configure_logging("info", "json")
+
+
+@pytest.fixture
+def persona_state() -> persona_api.FakeState:
+    return persona_api.FakeState()
+
+
+@pytest.fixture
+async def persona_server(aiohttp_server: Any, persona_state: persona_api.FakeState) -> TestServer:
+    server: TestServer = await aiohttp_server(persona_api.make_app(persona_state))
+    return server
+
+
+@pytest.fixture
+def fake_lk() -> livekit_twirp.FakeLiveKit:
+    return livekit_twirp.FakeLiveKit()
+
+
+@pytest.fixture
+async def lk_server(aiohttp_server: Any, fake_lk: livekit_twirp.FakeLiveKit) -> TestServer:
+    server: TestServer = await aiohttp_server(livekit_twirp.make_app(fake_lk))
+    return server
+
+
+@pytest.fixture
+def make_settings(
+    persona_server: TestServer, lk_server: TestServer, tmp_path: Path
+) -> Callable[..., Settings]:
+    mapping = tmp_path / "user-mapping"
+    mapping.mkdir()
+
+    def build(**env: str) -> Settings:
+        base = {
+            "LIVEKIT_URL": str(lk_server.make_url("")).rstrip("/"),
+            "LIVEKIT_API_KEY": DEV_API_KEY,
+            "LIVEKIT_API_SECRET": DEV_API_SECRET,
+            "PERSONA_API_BASE": str(persona_server.make_url("/mobile")),
+            "USER_MAPPING_DIR": str(mapping),
+            "PERSONA_DEADLINE_S": "2",
+            "PERSONA_ATTEMPT_TIMEOUT_S": "0.5",
+        }
+        base.update(env)
+        return load_settings(base)
+
+    return build

@@ -1,0 +1,85 @@
+"""A fake of the three LiveKit Twirp calls the dispatcher makes, for faults a real server will not
+produce on demand (a 500 on one call, a slow answer). Real-server behaviour is tested against
+livekit-server itself in tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from google.protobuf.message import Message
+from livekit import api
+
+
+@dataclass
+class FakeLiveKit:
+    rooms: dict[str, str] = field(default_factory=dict)  # name -> metadata
+    dispatches: dict[str, list[api.AgentDispatch]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    fail: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
+    delay_s: dict[str, float] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def add_room(self, name: str, metadata: str = "") -> None:
+        self.rooms[name] = metadata
+
+    def agent_dispatches(self, room: str, agent_name: str) -> list[api.AgentDispatch]:
+        return [d for d in self.dispatches.get(room, []) if d.agent_name == agent_name]
+
+
+FAKE = web.AppKey("fake_livekit", FakeLiveKit)
+
+
+def _error(status: int, code: str, msg: str) -> web.Response:
+    return web.json_response({"code": code, "msg": msg}, status=status)
+
+
+def _proto(message: Message) -> web.Response:
+    return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+
+
+async def twirp(request: web.Request) -> web.Response:
+    fake = request.app[FAKE]
+    method = request.match_info["method"]
+    fake.calls.append(method)
+    if delay := fake.delay_s.get(method):
+        await asyncio.sleep(delay)
+    if status := fake.fail.get(method):
+        return _error(status, "internal", "injected failure")
+    body = await request.read()
+    if method == "UpdateRoomMetadata":
+        req = api.UpdateRoomMetadataRequest.FromString(body)
+        if req.room not in fake.rooms:
+            return _error(404, "not_found", "requested room does not exist")
+        fake.rooms[req.room] = req.metadata
+        return _proto(api.Room(name=req.room, metadata=req.metadata))
+    if method == "ListRooms":
+        rreq = api.ListRoomsRequest.FromString(body)
+        names = [n for n in rreq.names if n in fake.rooms]
+        rooms = [api.Room(name=n, metadata=fake.rooms[n]) for n in names]
+        return _proto(api.ListRoomsResponse(rooms=rooms))
+    if method == "ListDispatch":
+        lreq = api.ListAgentDispatchRequest.FromString(body)
+        return _proto(
+            api.ListAgentDispatchResponse(agent_dispatches=fake.dispatches.get(lreq.room, []))
+        )
+    if method == "CreateDispatch":
+        creq = api.CreateAgentDispatchRequest.FromString(body)
+        d = api.AgentDispatch(
+            id=f"AD_fake{next(fake._ids)}",
+            agent_name=creq.agent_name,
+            room=creq.room,
+            metadata=creq.metadata,
+        )
+        fake.dispatches.setdefault(creq.room, []).append(d)
+        return _proto(d)
+    return _error(404, "bad_route", method)
+
+
+def make_app(fake: FakeLiveKit) -> web.Application:
+    app = web.Application()
+    app[FAKE] = fake
+    app.router.add_post("/twirp/livekit.{service}/{method}", twirp)
+    return app

@@ -1,0 +1,44 @@
+"""One real stack per test session (livekit-server, dispatcher, fake persona API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from scripts.stack import ROOT
+from tests.integration.stack import Stack, start_stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log_dir = ROOT / "var" / "log" / "integration"
+    for old in log_dir.glob("*.log"):
+        old.unlink()
+    s = start_stack(log_dir, tmp_path_factory.mktemp("stack"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def persona_api(stack: Stack) -> Iterator[Stack]:
+    """The stack with the fake persona API reset to healthy before and after the test."""
+    stack.persona_control()
+    yield stack
+    stack.persona_control()
+
+
+@pytest.fixture
+async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
+    client = stack.api()
+    yield client
+    await client.aclose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)

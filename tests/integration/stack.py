@@ -1,0 +1,252 @@
+"""The real stack for integration tests: livekit-server (real), the dispatcher (as a process), the
+fake persona API (as a process) and a webhook recorder, all on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import inspect
+import json
+import shutil
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from livekit import api, rtc
+
+from config.server_config import DEV_API_KEY, DEV_API_SECRET
+from dispatcher.contract import PersonaMetadata, decode_persona_metadata
+from scripts.stack import (
+    ROOT,
+    LiveKitServer,
+    ManagedProcess,
+    free_port,
+    start_dispatcher,
+    start_fake_persona_api,
+    start_livekit_server,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Recorded:
+    body: bytes
+    authorization: str
+
+    @property
+    def event(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+
+class WebhookRecorder:
+    """A second webhook URL for livekit-server: keeps each delivery's exact bytes for replays."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Recorded] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                recorder.deliveries.append(Recorded(body, self.headers.get("Authorization", "")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/recorded"
+
+    def find(self, event: str, room: str) -> list[Recorded]:
+        return [
+            r
+            for r in self.deliveries
+            if r.event.get("event") == event and r.event.get("room", {}).get("name") == room
+        ]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Stack:
+    livekit: LiveKitServer
+    dispatcher: ManagedProcess
+    persona_api: ManagedProcess
+    recorder: WebhookRecorder
+    dispatcher_url: str
+    persona_api_url: str
+    user_mapping: Path
+    extra: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def dispatcher_log(self) -> Path:
+        return self.dispatcher.log_path
+
+    def persona_control(self, **settings: Any) -> dict[str, Any]:
+        """Tell the fake persona API how to behave (delay_s, fail_status, garbage, reset...)."""
+        req = urllib.request.Request(
+            self.persona_api_url + "/_control",
+            data=json.dumps({"reset": True, **settings}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            value: dict[str, Any] = json.loads(resp.read())
+            return value
+
+    def persona_stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.persona_api_url + "/_control", timeout=5) as resp:
+            value: dict[str, Any] = json.loads(resp.read())
+            return value
+
+    def api(self) -> api.LiveKitAPI:
+        return api.LiveKitAPI(self.livekit.http_url, DEV_API_KEY, DEV_API_SECRET)
+
+    def dispatcher_events(self, **match: Any) -> list[dict[str, Any]]:
+        """The dispatcher's JSON log events whose fields equal `match`."""
+        events = []
+        for line in self.dispatcher_log.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            e = json.loads(line)
+            if all(e.get(k) == v for k, v in match.items()):
+                events.append(e)
+        return events
+
+    def stop(self) -> None:
+        for p in [*self.extra, self.dispatcher, self.persona_api]:
+            p.stop()
+        self.livekit.stop()
+        self.recorder.stop()
+
+
+def start_stack(log_dir: Path, work: Path, dispatcher_env: dict[str, str] | None = None) -> Stack:
+    """Start everything; the caller stops it."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    mapping = work / "user-mapping"
+    shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
+    persona_port, dispatcher_port = free_port(), free_port()
+    recorder = WebhookRecorder()
+    persona = start_fake_persona_api(persona_port, log_dir / "fake-persona-api.log")
+    dispatcher_url = f"http://127.0.0.1:{dispatcher_port}"
+    livekit = start_livekit_server(
+        webhook_urls=(dispatcher_url + "/webhooks/livekit", recorder.url),
+        log_path=log_dir / "livekit-server.log",
+    )
+    env = {
+        "LIVEKIT_URL": livekit.ws_url,
+        "LIVEKIT_API_KEY": DEV_API_KEY,
+        "LIVEKIT_API_SECRET": DEV_API_SECRET,
+        "PERSONA_API_BASE": f"http://127.0.0.1:{persona_port}/mobile",
+        "USER_MAPPING_DIR": str(mapping),
+        "PERSONA_DEADLINE_S": "2",
+        "PERSONA_ATTEMPT_TIMEOUT_S": "0.5",
+        "PERSONA_CACHE_TTL_S": "0.5",
+        "LOG_LEVEL": "info",
+        **(dispatcher_env or {}),
+    }
+    dispatcher = start_dispatcher(dispatcher_port, env, log_dir / "dispatcher.log")
+    return Stack(
+        livekit,
+        dispatcher,
+        persona,
+        recorder,
+        dispatcher_url,
+        f"http://127.0.0.1:{persona_port}",
+        mapping,
+    )
+
+
+def unique_room(number: str) -> str:
+    """A room named as the individual dispatch rule names them: `call_<number>_<random>`."""
+    return f"call_{number}_{uuid.uuid4().hex[:8]}"
+
+
+def participant_token(
+    room: str,
+    identity: str,
+    *,
+    kind: str = "sip",
+    attributes: dict[str, str] | None = None,
+) -> str:
+    return (
+        api.AccessToken(DEV_API_KEY, DEV_API_SECRET)
+        .with_identity(identity)
+        .with_kind(kind)  # type: ignore[arg-type]
+        .with_attributes(attributes or {})
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+
+
+async def join_sip(stack: Stack, room: str, number: str, *, dialed: str = "+15550100") -> rtc.Room:
+    """A SIP-kind participant as livekit-sip creates it for an inbound call from `number`."""
+    attrs = {
+        "sip.phoneNumber": number,
+        "sip.trunkPhoneNumber": dialed,
+        "sip.callID": f"SCL_{uuid.uuid4().hex[:12]}",
+        "sip.callStatus": "ringing",
+    }
+    return await join(stack, room, f"sip_{number}", kind="sip", attributes=attrs)
+
+
+async def join(
+    stack: Stack,
+    room: str,
+    identity: str,
+    *,
+    kind: str = "standard",
+    attributes: dict[str, str] | None = None,
+) -> rtc.Room:
+    r = rtc.Room()
+    token = participant_token(room, identity, kind=kind, attributes=attributes)
+    await r.connect(stack.livekit.ws_url, token)
+    return r
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    within: float,
+    what: str,
+    interval: float = 0.05,
+) -> Any:
+    """Poll `probe` until it returns a truthy value or fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def room_persona(lk: api.LiveKitAPI, room: str) -> PersonaMetadata | None:
+    listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+    if not listed.rooms or not listed.rooms[0].metadata:
+        return None
+    return decode_persona_metadata(listed.rooms[0].metadata)
+
+
+async def agent_dispatches(
+    lk: api.LiveKitAPI, room: str, agent_name: str
+) -> list[api.AgentDispatch]:
+    return [d for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name == agent_name]

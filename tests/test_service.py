@@ -1,0 +1,503 @@
+"""The webhook service end to end in-process: real aiohttp app, fake persona API, fake Twirp API."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from livekit import api
+
+from config.settings import Settings
+from dispatcher.contract import decode_persona_metadata
+from tests.conftest import ROOT, LogCapture
+from tests.fakes.livekit_twirp import FakeLiveKit
+from tests.fakes.persona_api import FakeState
+from tests.support import participant_joined, room_event, sign
+from webhooks.app import create_app
+from webhooks.keys import CALL_SETUP
+
+pytestmark = pytest.mark.service
+PATH = "/webhooks/livekit"
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], logs: LogCapture
+) -> Client:
+    c: Client = await aiohttp_client(create_app(make_settings()))
+    return c
+
+
+async def post(client: Client, body: bytes, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/webhook+json"}
+    headers["Authorization"] = sign(body) if token is None else token
+    resp = await client.post(PATH, data=body, headers=headers)
+    return resp.status, await resp.json()
+
+
+def persona_in(fake: FakeLiveKit, room: str) -> Any:
+    return decode_persona_metadata(fake.rooms[room])
+
+
+# --- HTTP answers ----------------------------------------------------------------------------
+
+
+async def test_sip_join_writes_persona_then_dispatches_once(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1", '{"crm": "keep me"}')
+    status, body = await post(client, participant_joined("call_1", number="+918655701159"))
+    assert status == 200
+    assert body["status"] == "dispatched"
+    assert body["persona_status"] == "loaded"
+    meta = persona_in(fake_lk, "call_1")
+    assert meta.persona.persona_id == "prs_3001"
+    assert meta.caller == "8655701159"
+    assert meta.status == "loaded"
+    assert meta.source == "api"
+    assert orjson.loads(fake_lk.rooms["call_1"])["crm"] == "keep me"
+    assert [d.id for d in fake_lk.agent_dispatches("call_1", "friday")] == [body["dispatch_id"]]
+    assert fake_lk.calls == ["ListRooms", "UpdateRoomMetadata", "ListDispatch", "CreateDispatch"]
+    dispatch_meta = orjson.loads(fake_lk.dispatches["call_1"][0].metadata)
+    assert dispatch_meta["caller"] == "8655701159"
+    assert dispatch_meta["persona_version"] == 1
+    assert persona_state.last_path == "/mobile/8655701159"
+
+
+async def test_forged_signature_is_401_and_touches_nothing(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    body = participant_joined("call_1")
+    status, answer = await post(client, body, sign(body, secret="x" * 40))
+    assert status == 401
+    assert "unauthorized" in answer["error"]
+    assert fake_lk.calls == []
+    assert persona_state.requests == 0
+
+
+async def test_tampered_body_is_401(client: Client, fake_lk: FakeLiveKit) -> None:
+    body = participant_joined("call_1")
+    status, _ = await post(client, body.replace(b"8655701159", b"9000000002"), sign(body))
+    assert status == 401
+    assert fake_lk.calls == []
+
+
+async def test_missing_authorization_is_401(client: Client) -> None:
+    resp = await client.post(PATH, data=participant_joined("call_1"))
+    assert resp.status == 401
+
+
+async def test_oversized_body_is_413(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(WEBHOOK_MAX_BYTES="2048")))
+    body = participant_joined("call_1", room_metadata="x" * 4096)
+    status, answer = await post(client, body)
+    assert status == 413
+    assert "too large" in answer["error"]
+    assert fake_lk.calls == []
+
+
+async def test_oversized_chunked_body_is_413(
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(WEBHOOK_MAX_BYTES="2048")))
+
+    async def chunks() -> Any:
+        for _ in range(8):
+            yield b"x" * 1024
+
+    resp = await client.post(PATH, data=chunks(), headers={"Authorization": "t"})
+    assert resp.status == 413
+
+
+async def test_malformed_json_is_400(client: Client) -> None:
+    body = b'{"event": "participant_joined", '
+    status, answer = await post(client, body)
+    assert status == 400
+    assert "bad request" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "kind", [api.ParticipantInfo.Kind.STANDARD, api.ParticipantInfo.Kind.AGENT]
+)
+async def test_non_sip_participants_are_ignored(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, kind: int
+) -> None:
+    fake_lk.add_room("call_1")
+    status, answer = await post(client, participant_joined("call_1", kind=kind))
+    assert (status, answer["status"]) == (200, "ignored")
+    assert fake_lk.calls == []
+    assert persona_state.requests == 0
+
+
+async def test_other_events_are_ignored(client: Client, fake_lk: FakeLiveKit) -> None:
+    status, answer = await post(client, room_event("call_1", "room_started"))
+    assert (status, answer["status"]) == (200, "ignored")
+    assert fake_lk.calls == []
+
+
+async def test_livekit_failure_is_503_and_redelivery_then_dispatches_once(
+    client: Client, fake_lk: FakeLiveKit, logs: LogCapture
+) -> None:
+    fake_lk.add_room("call_1")
+    fake_lk.fail["CreateDispatch"] = 500
+    body = participant_joined("call_1")
+    status, answer = await post(client, body)
+    assert status == 503
+    assert answer["step"] == "create_dispatch"
+    assert fake_lk.agent_dispatches("call_1", "friday") == []
+    assert logs.named("call.setup_failed")[0]["step"] == "create_dispatch"
+    del fake_lk.fail["CreateDispatch"]
+    status, answer = await post(client, body)  # LiveKit redelivers the same body
+    assert (status, answer["status"]) == (200, "dispatched")
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
+async def test_livekit_timeout_is_503(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(LIVEKIT_API_TIMEOUT_S="0.2")))
+    fake_lk.add_room("call_1")
+    fake_lk.delay_s["UpdateRoomMetadata"] = 2.0
+    started = time.monotonic()
+    status, answer = await post(client, participant_joined("call_1"))
+    assert status == 503
+    assert answer["step"] == "update_room_metadata"
+    assert time.monotonic() - started < 1.5
+
+
+async def test_room_gone_is_200_without_dispatch(client: Client, fake_lk: FakeLiveKit) -> None:
+    status, answer = await post(client, participant_joined("call_gone"))
+    assert (status, answer["status"]) == (200, "room_gone")
+    assert "CreateDispatch" not in fake_lk.calls
+
+
+async def test_health_and_readiness(client: Client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["ready"] is True
+
+
+# --- exactly one dispatch --------------------------------------------------------------------
+
+
+async def test_concurrent_duplicate_webhooks_give_one_dispatch(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    persona_state.delay_s = 0.2  # keep the first set-up in flight while the others arrive
+    body = participant_joined("call_1")
+    other = participant_joined("call_1")  # a different event id for the same room
+    results = await asyncio.gather(*(post(client, b) for b in (body, body, other, body)))
+    assert all(status == 200 for status, _ in results)
+    statuses = sorted(answer["status"] for _, answer in results)
+    assert statuses.count("dispatched") == 1
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+    assert fake_lk.calls.count("CreateDispatch") == 1
+    assert persona_state.requests == 1
+
+
+async def test_redelivered_webhook_later_is_not_dispatched_again(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    fake_lk.add_room("call_1")
+    body = participant_joined("call_1")
+    assert (await post(client, body))[1]["status"] == "dispatched"
+    calls = len(fake_lk.calls)
+    status, answer = await post(client, body)
+    assert (status, answer["status"]) == (200, "duplicate_event")
+    assert len(fake_lk.calls) == calls  # answered from memory, no LiveKit call
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
+async def test_another_replica_finds_the_existing_dispatch(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    """A second process (no shared memory) receiving the redelivery checks ListDispatch."""
+    fake_lk.add_room("call_1")
+    body = participant_joined("call_1")
+    first = await aiohttp_client(create_app(make_settings()))
+    second = await aiohttp_client(create_app(make_settings()))
+    assert (await post(first, body))[1]["status"] == "dispatched"
+    status, answer = await post(second, body)
+    assert (status, answer["status"]) == (200, "already_dispatched")
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
+async def test_room_finished_releases_room_state(client: Client, fake_lk: FakeLiveKit) -> None:
+    fake_lk.add_room("call_1")
+    await post(client, participant_joined("call_1"))
+    setup = client.app[CALL_SETUP]
+    assert setup.rooms_held() == 1
+    status, answer = await post(client, room_event("call_1", "room_finished"))
+    assert (status, answer["status"], answer["held"]) == (200, "released", True)
+    assert setup.rooms_held() == 0
+
+
+async def test_sip_participant_left_releases_room_state(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    fake_lk.add_room("call_1")
+    await post(client, participant_joined("call_1"))
+    await post(client, participant_joined("call_1", event="participant_left"))
+    assert client.app[CALL_SETUP].rooms_held() == 0
+
+
+# --- persona resolution: retries, deadline, fallbacks ----------------------------------------
+
+
+async def test_retries_5xx_then_loads(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
+) -> None:
+    fake_lk.add_room("call_1")
+    persona_state.fail_status, persona_state.fail_times = 503, 2
+    status, answer = await post(client, participant_joined("call_1"))
+    assert (status, answer["persona_status"]) == (200, "loaded")
+    assert persona_state.per_number["8655701159"] == 3
+    assert logs.named("persona.fetched")[0]["attempts"] == 3
+
+
+async def test_429_is_retried(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    persona_state.fail_status, persona_state.fail_times = 429, 1
+    _, answer = await post(client, participant_joined("call_1"))
+    assert answer["persona_status"] == "loaded"
+    assert persona_state.requests == 2
+
+
+async def test_404_is_not_retried_and_falls_back_to_default(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    _, answer = await post(client, participant_joined("call_1", number="9111111111"))
+    assert answer["persona_status"] == "default"
+    assert persona_state.per_number == {"9111111111": 1}
+    assert persona_in(fake_lk, "call_1").caller == "9111111111"
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
+async def test_400_is_not_retried(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    persona_state.fail_status = 400
+    _, answer = await post(client, participant_joined("call_1"))
+    assert answer["persona_status"] == "default"
+    assert persona_state.requests == 1
+
+
+async def test_api_failure_falls_back_to_local_file(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+) -> None:
+    settings = make_settings()
+    shutil.copy(ROOT / "user-mapping" / "num_8655701159.json", settings.user_mapping_dir)
+    client = await aiohttp_client(create_app(settings))
+    fake_lk.add_room("call_1")
+    persona_state.fail_status = 500
+    _, answer = await post(client, participant_joined("call_1"))
+    assert answer["persona_status"] == "file"
+    meta = persona_in(fake_lk, "call_1")
+    assert meta.persona.persona_id == "prs_3001"
+    assert meta.source.endswith("num_8655701159.json")
+    assert persona_state.requests == 3  # every attempt used before falling back
+
+
+async def test_not_found_falls_back_to_local_file(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    settings = make_settings()
+    (settings.user_mapping_dir / "num_9111111111.json").write_bytes(
+        (ROOT / "tests/fixtures/personas/num_9000000003.json").read_bytes()
+    )
+    client = await aiohttp_client(create_app(settings))
+    fake_lk.add_room("call_1")
+    _, answer = await post(client, participant_joined("call_1", number="9111111111"))
+    assert answer["persona_status"] == "file"
+    assert persona_in(fake_lk, "call_1").persona.name == "Asha"
+
+
+async def test_stale_cache_is_used_when_the_api_fails(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(PERSONA_CACHE_TTL_S="0.05")))
+    fake_lk.add_room("call_1")
+    fake_lk.add_room("call_2")
+    assert (await post(client, participant_joined("call_1")))[1]["persona_status"] == "loaded"
+    await asyncio.sleep(0.1)
+    persona_state.fail_status = 502
+    _, answer = await post(client, participant_joined("call_2"))
+    assert answer["persona_status"] == "stale"
+    assert persona_in(fake_lk, "call_2").persona.persona_id == "prs_3001"
+
+
+async def test_fresh_cache_skips_the_api(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
+) -> None:
+    fake_lk.add_room("call_1")
+    fake_lk.add_room("call_2")
+    await post(client, participant_joined("call_1"))
+    _, answer = await post(client, participant_joined("call_2"))
+    assert answer["persona_status"] == "cached"
+    assert persona_state.requests == 1
+    assert len(logs.named("persona.cache_hit")) == 1
+
+
+async def test_slow_api_falls_back_within_the_deadline(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+) -> None:
+    client = await aiohttp_client(
+        create_app(make_settings(PERSONA_DEADLINE_S="0.3", PERSONA_ATTEMPT_TIMEOUT_S="5"))
+    )
+    fake_lk.add_room("call_1")
+    persona_state.delay_s = 3.0
+    started = time.monotonic()
+    status, answer = await post(client, participant_joined("call_1"))
+    elapsed = time.monotonic() - started
+    assert (status, answer["persona_status"]) == (200, "default")
+    assert elapsed < 1.0
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
+async def test_garbage_payload_falls_back(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    persona_state.garbage = True
+    _, answer = await post(client, participant_joined("call_1"))
+    assert answer["persona_status"] == "default"
+    assert persona_state.requests == 1  # a 200 with garbage is not retried
+
+
+async def test_api_unreachable_falls_back_to_default(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    client = await aiohttp_client(
+        create_app(make_settings(PERSONA_API_BASE="http://127.0.0.1:9/mobile"))
+    )
+    fake_lk.add_room("call_1")
+    _, answer = await post(client, participant_joined("call_1"))
+    assert answer["persona_status"] == "default"
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
+async def test_concurrent_calls_from_one_number_share_one_request(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    persona_state.delay_s = 0.2
+    rooms = [f"call_{i}" for i in range(5)]
+    for r in rooms:
+        fake_lk.add_room(r)
+    results = await asyncio.gather(*(post(client, participant_joined(r)) for r in rooms))
+    assert [a["persona_status"] for _, a in results] == ["loaded"] * 5
+    assert persona_state.requests == 1
+
+
+async def test_dialed_lookup_keys_persona_by_trunk_number(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(PERSONA_LOOKUP="dialed")))
+    fake_lk.add_room("call_1")
+    await post(client, participant_joined("call_1", number="9111111111", dialed="+919000000002"))
+    meta = persona_in(fake_lk, "call_1")
+    assert (meta.lookup, meta.caller, meta.persona.persona_id) == (
+        "dialed",
+        "9000000002",
+        "prs_festive",
+    )
+    assert persona_state.last_path == "/mobile/9000000002"
+
+
+async def test_caller_then_dialed_tries_dialed_on_not_found(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(PERSONA_LOOKUP="caller,dialed")))
+    fake_lk.add_room("call_1")
+    await post(client, participant_joined("call_1", number="9111111111", dialed="9000000002"))
+    meta = persona_in(fake_lk, "call_1")
+    assert (meta.lookup, meta.status) == ("dialed", "loaded")
+    assert persona_state.per_number == {"9111111111": 1, "9000000002": 1}
+
+
+async def test_non_number_caller_never_reaches_a_url(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
+) -> None:
+    fake_lk.add_room("room-x")
+    body = participant_joined("room-x", number="../../admin?x=1", identity="sip_../../admin")
+    _, answer = await post(client, body)
+    assert answer["persona_status"] == "default"
+    assert persona_state.requests == 0
+    assert logs.named("call.no_caller")
+
+
+async def test_persona_too_large_for_budget_uses_default(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+    logs: LogCapture,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(METADATA_BUDGET_BYTES="2048")))
+    fake_lk.add_room("call_1")
+    persona_state.extra["9111111111"] = {
+        "campaigns": [{"voiceAgents": [{"persona": {"personality": "p" * 5000}}]}]
+    }
+    _, answer = await post(client, participant_joined("call_1", number="9111111111"))
+    assert answer["persona_status"] == "default"
+    assert logs.named("persona.too_large")[0]["budget"] == 2048
+    assert len(fake_lk.rooms["call_1"].encode()) <= 2048
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+async def test_each_step_logs_one_event_with_call_context(
+    client: Client, fake_lk: FakeLiveKit, logs: LogCapture
+) -> None:
+    fake_lk.add_room("call_1")
+    await post(client, participant_joined("call_1", call_id="SCL_abc"))
+    names = [e["event"] for e in logs.events]
+    for step in (
+        "webhook.received",
+        "call.caller_detected",
+        "persona.fetched",
+        "persona.resolved",
+        "room.metadata_written",
+        "agent.dispatched",
+        "call.setup_done",
+    ):
+        assert names.count(step) == 1, step
+        event = logs.named(step)[0]
+        assert event["room"] == "call_1"
+        assert event["call_id"] == "SCL_abc"
+        assert event["event_id"].startswith("EV_")
+        assert event["ts"].endswith("Z")
+    assert logs.named("persona.fetched")[0]["caller"] == "******1159"
+    assert isinstance(logs.named("call.setup_done")[0]["duration_ms"], float)
+    assert "8655701159" not in logs.text

@@ -1,0 +1,35 @@
+"""`persona-dispatcher` / `python -m webhooks`: run the webhook receiver."""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+from config.logs import configure_logging, get_logger
+from config.settings import SettingsError, load_settings
+from webhooks.app import create_app
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format, service="dispatcher")
+    get_logger(__name__).info(
+        "service.starting",
+        host=settings.host,
+        port=settings.port,
+        agent_name=settings.agent_name,
+        persona_api=settings.persona_api_base or "off",
+        lookup=",".join(settings.persona_lookup),
+    )
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The app factory: routes, middleware and the long-lived clients, each in one cleanup context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from livekit import api
+
+from config.settings import Settings
+from dispatcher.service import open_clients
+from webhooks import handlers
+from webhooks.keys import CALL_SETUP, RECEIVER, RESOLVER, SETTINGS
+from webhooks.middleware import error_middleware
+
+
+async def _clients(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with open_clients(settings) as clients:
+        app[RESOLVER] = clients.resolver
+        app[CALL_SETUP] = clients.setup
+        app[RECEIVER] = api.WebhookReceiver(
+            api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)
+        )
+        yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The dispatcher's aiohttp application for `settings`."""
+    app = web.Application(
+        client_max_size=settings.webhook_max_bytes, middlewares=[error_middleware]
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_clients)
+    app.router.add_post("/webhooks/livekit", handlers.livekit_webhook)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    return app

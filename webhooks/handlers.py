@@ -1,0 +1,89 @@
+"""HTTP handlers: they sequence the pure core and the clients, nothing more."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+from livekit import api
+
+from config.logs import get_logger
+from dispatcher.caller import CallParty, call_id_of
+from dispatcher.room_setup import CallJoin, RoomGone
+from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
+from webhooks.verify import verify_webhook
+
+log = get_logger(__name__)
+
+SIP = api.ParticipantInfo.Kind.SIP
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+async def livekit_webhook(request: web.Request) -> web.Response:
+    """`POST /webhooks/livekit`: verify, route, and answer once the call's dispatch exists."""
+    started = time.perf_counter()
+    limit = request.app[SETTINGS].webhook_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.read()
+    event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
+    participant = event.participant
+    party = CallParty(
+        identity=participant.identity,
+        metadata=participant.metadata,
+        attributes=dict(participant.attributes),
+    )
+    structlog.contextvars.bind_contextvars(
+        event_id=event.id, room=event.room.name or None, call_id=call_id_of(party)
+    )
+    is_sip = event.HasField("participant") and participant.kind == SIP
+    log.info(
+        "webhook.received",
+        event_type=event.event,
+        participant_kind=api.ParticipantInfo.Kind.Name(participant.kind)
+        if event.HasField("participant")
+        else None,
+        bytes=len(body),
+    )
+    setup = request.app[CALL_SETUP]
+
+    if event.event == "participant_joined" and is_sip:
+        join = CallJoin(event.id, event.room.name, event.room.metadata, party)
+        try:
+            result = await setup.handle_join(join)
+        except RoomGone as e:
+            log.info("webhook.ignored", event_type=event.event, reason=f"room gone ({e})")
+            return web.json_response({"status": "room_gone"})
+        return web.json_response(
+            {
+                "status": "dispatched" if result.dispatched else result.reason,
+                "dispatch_id": result.dispatch_id,
+                "persona_status": result.status,
+                "persona_source": result.source,
+                "duration_ms": _ms(started),
+            }
+        )
+
+    if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
+        released = setup.release(event.room.name)
+        log.info("room.released", reason=event.event, held=released)
+        return web.json_response({"status": "released", "held": released})
+
+    reason = "not a SIP participant" if event.event.startswith("participant") else "event type"
+    log.info("webhook.ignored", event_type=event.event, reason=reason)
+    return web.json_response({"status": "ignored"})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the clients exist (the app finished starting)."""
+    ready = CALL_SETUP in request.app
+    return web.json_response({"ready": ready}, status=200 if ready else 503)

@@ -1,0 +1,56 @@
+"""The one place where typed errors become HTTP answers."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from config.logs import get_logger
+from dispatcher.room_setup import LiveKitUnavailable
+from webhooks.verify import WebhookAuthError, WebhookPayloadError
+
+log = get_logger(__name__)
+
+
+def _reject(status: int, reason: str, started: float) -> web.Response:
+    log.warning(
+        "webhook.rejected",
+        status=status,
+        reason=reason,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return web.json_response({"error": reason}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    except WebhookAuthError as e:
+        return _reject(401, f"unauthorized: {e}", started)
+    except WebhookPayloadError as e:
+        return _reject(400, f"bad request: {e}", started)
+    except web.HTTPRequestEntityTooLarge:
+        return _reject(413, "body too large", started)
+    except LiveKitUnavailable as e:
+        # 5xx makes LiveKit redeliver the webhook (it does not retry 4xx).
+        log.error(
+            "call.setup_failed",
+            error=str(e),
+            step=e.step,
+            livekit_status=e.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return web.json_response({"error": "livekit unavailable", "step": e.step}, status=503)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("webhook.unhandled_error")
+        return web.json_response({"error": "internal error"}, status=500)
+    finally:
+        structlog.contextvars.clear_contextvars()

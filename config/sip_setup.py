@@ -308,3 +308,22 @@ class SipSetup:
             "update dispatch rule", self._sip.update_dispatch_rule(step.object_id, rule)
         )
         return step.object_id
+
+
+async def setup_sip(
+    url: str,
+    api_key: str,
+    api_secret: str,
+    *,
+    trunk_file: Path = TRUNK_FILE,
+    rule_file: Path = RULE_FILE,
+    auth_username: str | None = None,
+    auth_password: str | None = None,
+    dry_run: bool = False,
+    call_timeout: float = 10.0,
+) -> SetupResult:
+    """Load the data files and bring the server at `url` in line with them."""
+    trunk = load_trunk(trunk_file, auth_username=auth_username, auth_password=auth_password)
+    rule = load_rule(rule_file)
+    async with api.LiveKitAPI(url, api_key, api_secret) as lkapi:
+        return await SipSetup(lkapi, timeout=call_timeout).apply(trunk, rule, dry_run=dry_run)

@@ -17,8 +17,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from livekit import api
-
 from config.server_config import DEV_API_KEY, DEV_API_SECRET
 from config.settings import read_environment
 from config.sip_setup import (
@@ -26,10 +24,10 @@ from config.sip_setup import (
     TRUNK_FILE,
     SetupError,
     SetupResult,
-    SipSetup,
     describe_wanted,
     load_rule,
     load_trunk,
+    setup_sip,
 )
 
 
@@ -50,14 +48,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> SetupResult:
-    trunk = load_trunk(
-        args.trunk_file, auth_username=args.auth_username, auth_password=args.auth_password
-    )
-    rule = load_rule(args.rule_file)
     if args.dry_run:
-        print(describe_wanted(trunk, rule))
-    async with api.LiveKitAPI(args.url, args.api_key, args.api_secret) as lkapi:
-        return await SipSetup(lkapi, timeout=args.timeout).apply(trunk, rule, dry_run=args.dry_run)
+        trunk = load_trunk(
+            args.trunk_file, auth_username=args.auth_username, auth_password=args.auth_password
+        )
+        print(describe_wanted(trunk, load_rule(args.rule_file)))
+    return await setup_sip(
+        args.url,
+        args.api_key,
+        args.api_secret,
+        trunk_file=args.trunk_file,
+        rule_file=args.rule_file,
+        auth_username=args.auth_username,
+        auth_password=args.auth_password,
+        dry_run=args.dry_run,
+        call_timeout=args.timeout,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

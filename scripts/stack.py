@@ -330,7 +330,11 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_tcp_ping("127.0.0.1", self.port, timeout, self.proc)
+        try:
+            wait_tcp_ping("127.0.0.1", self.port, timeout, self.proc)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -409,7 +413,11 @@ class LiveKitSip:
         )
         # 503 until started; 429 means started but the CPU is busy (a 2-core CI machine is), which
         # only stops outbound calls, so it counts as ready too.
-        wait_http_ready(self.health_url, timeout, self.proc, ready=(200, 429))
+        try:
+            wait_http_ready(self.health_url, timeout, self.proc, ready=(200, 429))
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -434,6 +442,21 @@ def start_livekit_sip(
     livekit-sip keeps a closed call's RTP port draining for up to 30 s, so the range covers
     every call a test session places, not only the concurrent ones.
     """
+    log = log_path or ROOT / "var" / "log" / "livekit-sip.log"
+    for attempt in range(3):
+        # Free ports are only free when looked at: another process may take one before
+        # livekit-sip binds it, and then it exits at once. Try again with new ports.
+        try:
+            return _start_livekit_sip(server, redis_address, sip_port, rtp_ports, log)
+        except RuntimeError:
+            if attempt == 2 or "address already in use" not in tail(log, 3):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_livekit_sip(
+    server: LiveKitServer, redis_address: str, sip_port: int | None, rtp_ports: int, log: Path
+) -> LiveKitSip:
     rtp_start, rtp_end = free_udp_range(rtp_ports)
     cfg = SipConfig(
         ws_url=server.ws_url,
@@ -447,5 +470,4 @@ def start_livekit_sip(
         listen_ip="127.0.0.1",
         nat_1_to_1_ip="127.0.0.1",
     )
-    log = log_path or ROOT / "var" / "log" / "livekit-sip.log"
     return LiveKitSip(cfg, log).start()

@@ -1,19 +1,24 @@
-"""Watch call rooms through the server API, and stand in for the agent in a room.
+"""Watch call rooms, and stand in for the agent in a room.
 
-`wait_sip_participant` polls `RoomService` until a SIP participant from a given caller is in a
-room. `AnsweringPeer` joins that room with the real client SDK and publishes an audio track:
-livekit-sip answers the INVITE once it has subscribed to a track published by someone else in
-the room, which is what the agent does when its session starts.
+`SipParticipantWatcher` polls `RoomService` until SIP participants from given callers are in
+rooms; `wait_sip_webhook` waits for their `participant_joined` webhooks instead. `AnsweringPeer`
+joins a room with the real client SDK and publishes an audio track: livekit-sip answers the
+INVITE once it has subscribed to a track published by someone else in the room, which is what the
+agent does when its session starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
+from google.protobuf import json_format
 from livekit import api, rtc
 from livekit.protocol.models import ParticipantInfo
+
+from tests.integration.stack import WebhookRecorder
 
 SAMPLE_RATE = 16000
 FRAME_MS = 20
@@ -28,43 +33,133 @@ class SipJoin:
     seen_after_s: float
 
 
+class SipParticipantWatcher:
+    """Finds SIP participants as they join `call_*` rooms, for any number of waiting calls.
+
+    One poll loop serves every waiter (twenty calls do not mean twenty pollers loading the
+    server); rooms whose SIP participant was already seen are not listed again. Every API call
+    is bounded, as LiveKitAPI does not bound a request that hangs.
+    """
+
+    def __init__(
+        self, lkapi: api.LiveKitAPI, *, room_prefix: str = "call_", poll_s: float = 0.05
+    ) -> None:
+        self._lkapi = lkapi
+        self._prefix = room_prefix
+        self._poll_s = poll_s
+        self._seen: dict[str, tuple[str, ParticipantInfo, float]] = {}  # by participant SID
+        self._done_rooms: set[str] = set()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._waiters = 0
+
+    async def _poll(self) -> None:
+        while True:
+            async with asyncio.timeout(5):
+                rooms = await self._lkapi.room.list_rooms(api.ListRoomsRequest())
+            names = [
+                r.name
+                for r in rooms.rooms
+                if r.name.startswith(self._prefix) and r.name not in self._done_rooms
+            ]
+            found = False
+            for name in names:
+                async with asyncio.timeout(5):
+                    req = api.ListParticipantsRequest(room=name)
+                    resp = await self._lkapi.room.list_participants(req)
+                for p in resp.participants:
+                    if p.kind == ParticipantInfo.Kind.SIP and p.sid not in self._seen:
+                        self._seen[p.sid] = (name, p, time.monotonic())
+                        self._done_rooms.add(name)
+                        found = True
+            if found:
+                async with self._changed:
+                    self._changed.notify_all()
+            await asyncio.sleep(self._poll_s)
+
+    def _match(self, caller: str, sip_call_id: str | None) -> tuple[str, ParticipantInfo, float]:
+        for room, p, at in self._seen.values():
+            attrs = p.attributes
+            if attrs.get("sip.phoneNumber") == caller and (
+                sip_call_id is None or attrs.get("sip.callIDFull") == sip_call_id
+            ):
+                return room, p, at
+        raise LookupError(caller)
+
+    async def wait(
+        self, caller: str, *, since: float, sip_call_id: str | None = None, within_s: float = 30
+    ) -> SipJoin:
+        """The SIP participant whose `sip.phoneNumber` is `caller` (and whose `sip.callIDFull`
+        is `sip_call_id`, the SIP Call-ID, when given). `since` is a `time.monotonic()` reading
+        (when the INVITE left); `seen_after_s` counts from it."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        self._waiters += 1
+        try:
+            async with asyncio.timeout(max(since + within_s - time.monotonic(), 0)):
+                async with self._changed:
+                    while True:
+                        if self._task.done():
+                            self._task.result()  # the poller failed: raise its error
+                        with contextlib.suppress(LookupError):
+                            room, p, at = self._match(caller, sip_call_id)
+                            return SipJoin(room, p, at - since)
+                        await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"no SIP participant from {caller} in a {self._prefix}* room in {within_s}s"
+            ) from None
+        finally:
+            self._waiters -= 1
+            if self._waiters == 0 and self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+
+
 async def wait_sip_participant(
     lkapi: api.LiveKitAPI,
     caller: str,
     *,
     since: float,
-    within_s: float = 30.0,
     sip_call_id: str | None = None,
-    room_prefix: str = "call_",
-    poll_s: float = 0.05,
+    within_s: float = 30.0,
 ) -> SipJoin:
-    """Poll until a participant of kind SIP whose `sip.phoneNumber` is `caller` is in a room.
+    """Wait for one call's SIP participant (see `SipParticipantWatcher.wait`)."""
+    watcher = SipParticipantWatcher(lkapi)
+    return await watcher.wait(caller, since=since, sip_call_id=sip_call_id, within_s=within_s)
 
-    `sip_call_id` (the SIP Call-ID, `SippRun.call_id(n)`) picks one call among several from the
-    same number: livekit-sip copies it into `sip.callIDFull`.
-    `since` is a `time.monotonic()` reading (when the INVITE left); every API call is bounded,
-    as LiveKitAPI does not bound a request that hangs.
-    """
+
+async def wait_sip_webhook(
+    recorder: WebhookRecorder,
+    caller: str,
+    *,
+    since: float,
+    sip_call_id: str | None = None,
+    within_s: float = 30.0,
+) -> SipJoin:
+    """Wait for the `participant_joined` webhook of a SIP participant from `caller`: pushed by the
+    server the moment the participant is active, as the dispatcher gets it, so no poll delay."""
     deadline = since + within_s
+    checked = 0
     while time.monotonic() < deadline:
-        async with asyncio.timeout(5):
-            rooms = await lkapi.room.list_rooms(api.ListRoomsRequest())
-        for room in rooms.rooms:
-            if not room.name.startswith(room_prefix):
-                continue
-            async with asyncio.timeout(5):
-                req = api.ListParticipantsRequest(room=room.name)
-                resp = await lkapi.room.list_participants(req)
-            for p in resp.participants:
-                attrs = p.attributes
-                if (
-                    p.kind == ParticipantInfo.Kind.SIP
-                    and attrs.get("sip.phoneNumber") == caller
-                    and (sip_call_id is None or attrs.get("sip.callIDFull") == sip_call_id)
-                ):
-                    return SipJoin(room.name, p, time.monotonic() - since)
-        await asyncio.sleep(poll_s)
-    raise TimeoutError(f"no SIP participant from {caller} in a {room_prefix}* room in {within_s}s")
+        deliveries = recorder.deliveries[checked:]
+        checked += len(deliveries)
+        for d in deliveries:
+            event = d.event
+            part = event.get("participant", {})
+            attrs = part.get("attributes", {})
+            if (
+                event.get("event") == "participant_joined"
+                and part.get("kind") == "SIP"
+                and attrs.get("sip.phoneNumber") == caller
+                and (sip_call_id is None or attrs.get("sip.callIDFull") == sip_call_id)
+            ):
+                info = json_format.ParseDict(part, ParticipantInfo(), ignore_unknown_fields=True)
+                return SipJoin(event["room"]["name"], info, time.monotonic() - since)
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"no participant_joined webhook for a SIP call from {caller} in {within_s}s")
 
 
 class AnsweringPeer:
@@ -82,6 +177,7 @@ class AnsweringPeer:
         self.frames_received = 0
         self.subscribed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._player: asyncio.Task[None] | None = None
         self._source = rtc.AudioSource(SAMPLE_RATE, 1)
 
     async def __aenter__(self) -> AnsweringPeer:
@@ -91,14 +187,16 @@ class AnsweringPeer:
         await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
-        self._spawn(self._play())
+        self._player = asyncio.create_task(self._play())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Stop feeding the source, leave the room, end the readers, then free the source: the
+        # client SDK's native side must not be left with a live stream after its room is gone.
+        if self._player is not None:
+            await _cancel(self._player)
         await self.room.disconnect()
+        await asyncio.gather(*(_cancel(t) for t in list(self._tasks)))
         await self._source.aclose()
 
     def _spawn(self, coro: object) -> None:
@@ -114,8 +212,12 @@ class AnsweringPeer:
             self._spawn(self._count(track))
 
     async def _count(self, track: rtc.Track) -> None:
-        async for _ in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
-            self.frames_received += 1
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        try:
+            async for _ in stream:
+                self.frames_received += 1
+        finally:
+            await stream.aclose()
 
     async def _play(self) -> None:
         # Silence would do for livekit-sip; a low square wave makes a capture audible.
@@ -128,3 +230,9 @@ class AnsweringPeer:
         frame = rtc.AudioFrame(pcm, SAMPLE_RATE, 1, samples)
         while True:
             await self._source.capture_frame(frame)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

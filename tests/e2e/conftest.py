@@ -1,0 +1,51 @@
+"""One real SIP stack per test session: Redis, livekit-server (with Redis and a webhook recorder),
+livekit-sip, and the trunk and dispatch rule applied by config/sip_setup.py.
+
+A missing binary or package fails these tests (scripts/install_deps.sh installs them); nothing is
+skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from scripts.stack import ROOT
+from tests.e2e.sip_stack import SipStack, start_sip_stack
+from tests.integration.stack import WebhookRecorder
+
+LOG_DIR = ROOT / "var" / "log" / "e2e"
+
+
+@pytest.fixture(scope="session")
+def webhooks() -> Iterator[WebhookRecorder]:
+    """Every webhook the stack's livekit-server sends, as delivered."""
+    recorder = WebhookRecorder()
+    yield recorder
+    recorder.stop()
+
+
+@pytest.fixture(scope="session")
+def sip_stack(webhooks: WebhookRecorder) -> Iterator[SipStack]:
+    for old in LOG_DIR.glob("*.log"):
+        old.unlink()
+    stack = start_sip_stack(LOG_DIR, webhook_urls=(webhooks.url,))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+async def lk(sip_stack: SipStack) -> AsyncIterator[api.LiveKitAPI]:
+    client = sip_stack.api()
+    yield client
+    await client.aclose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)

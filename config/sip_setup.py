@@ -8,7 +8,7 @@ set-up twice changes nothing, and duplicates a race left behind are deleted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -169,12 +169,24 @@ def differing_fields(wanted: Message, existing: Message) -> tuple[str, ...]:
 
 
 def _plan(
-    what: What, wanted: Message, name: str, existing: Sequence[Message], id_field: str
+    what: What,
+    wanted: Message,
+    existing: Sequence[Message],
+    id_field: str,
+    preferred: Collection[str] = (),
 ) -> list[Change]:
+    name = str(getattr(wanted, "name"))  # noqa: B009 (both message types have it)
     same = [e for e in existing if getattr(e, "name", None) == name]
     if not same:
         return [Change("create", what, name)]
-    keep, *extra = same
+
+    # Which duplicate stays must not depend on the server's list order: the one in use, then the
+    # one closest to what we want, then the smallest id.
+    def rank(e: Message) -> tuple[bool, int, str]:
+        object_id = str(getattr(e, id_field))
+        return (object_id not in preferred, len(differing_fields(wanted, e)), object_id)
+
+    keep, *extra = sorted(same, key=rank)
     keep_id = str(getattr(keep, id_field))
     changed = differing_fields(wanted, keep)
     steps = [Change("update" if changed else "keep", what, name, keep_id, changed)]
@@ -183,15 +195,20 @@ def _plan(
 
 
 def plan_trunk(
-    wanted: SIPInboundTrunkInfo, existing: Sequence[SIPInboundTrunkInfo]
+    wanted: SIPInboundTrunkInfo,
+    existing: Sequence[SIPInboundTrunkInfo],
+    in_use: Collection[str] = (),
 ) -> list[Change]:
-    """Create, update or keep the trunk named like `wanted`; delete its duplicates."""
-    return _plan("trunk", wanted, wanted.name, existing, "sip_trunk_id")
+    """Create, update or keep the trunk named like `wanted`; delete its duplicates.
+
+    Of several trunks of that name, one in `in_use` (bound to our rule) is the one kept.
+    """
+    return _plan("trunk", wanted, existing, "sip_trunk_id", in_use)
 
 
 def plan_rule(wanted: SIPDispatchRuleInfo, existing: Sequence[SIPDispatchRuleInfo]) -> list[Change]:
     """Create, update or keep the rule named like `wanted`; delete its duplicates."""
-    return _plan("rule", wanted, wanted.name, existing, "sip_dispatch_rule_id")
+    return _plan("rule", wanted, existing, "sip_dispatch_rule_id")
 
 
 def _redact(trunk: SIPInboundTrunkInfo) -> SIPInboundTrunkInfo:
@@ -253,12 +270,14 @@ class SipSetup:
     ) -> SetupResult:
         """Bring the server in line with `trunk` and `rule`; with `dry_run`, only plan."""
         result = SetupResult()
-        trunk_steps = plan_trunk(trunk, await self.list_trunks())
+        rules = await self.list_rules()
+        in_use = {t for r in rules if r.name == rule.name for t in r.trunk_ids}
+        trunk_steps = plan_trunk(trunk, await self.list_trunks(), in_use)
         result.changes += trunk_steps
         for step in trunk_steps:
             result.trunk_id = await self._apply_trunk(step, trunk, dry_run) or result.trunk_id
         wanted_rule = rule_for_trunk(rule, result.trunk_id or NEW_TRUNK)
-        rule_steps = plan_rule(wanted_rule, await self.list_rules())
+        rule_steps = plan_rule(wanted_rule, rules)
         result.changes += rule_steps
         for step in rule_steps:
             result.rule_id = await self._apply_rule(step, wanted_rule, dry_run) or result.rule_id

@@ -270,7 +270,7 @@ def free_udp_range(size: int, low: int = 20000, high: int = 32000) -> tuple[int,
     raise RuntimeError(f"no free range of {size} UDP ports in {low}-{high}")
 
 
-def wait_tcp_ping(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_redis_ping(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     """Wait until a Redis server answers PING with +PONG."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -331,7 +331,7 @@ class RedisServer:
             start_new_session=True,
         )
         try:
-            wait_tcp_ping("127.0.0.1", self.port, timeout, self.proc)
+            wait_redis_ping("127.0.0.1", self.port, timeout, self.proc)
         except BaseException:
             self.stop()
             raise

@@ -175,20 +175,39 @@ class AnsweringPeer:
         )
         self.room = rtc.Room()
         self.frames_received = 0
-        self.subscribed = asyncio.Event()
+        self.subscribed = asyncio.Event()  # we get the caller's audio
+        self.heard = asyncio.Event()  # someone (livekit-sip) subscribed to ours
+        self.republished = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._player: asyncio.Task[None] | None = None
         self._source = rtc.AudioSource(SAMPLE_RATE, 1)
 
     async def __aenter__(self) -> AnsweringPeer:
         self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.on("local_track_subscribed", lambda _track: self.heard.set())
         await self.room.connect(self._url, self._token)
-        track = rtc.LocalAudioTrack.create_audio_track("peer-audio", self._source)
-        await self.room.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        )
+        sid = await self._publish()
         self._player = asyncio.create_task(self._play())
+        self._spawn(self._republish_unless_heard(sid))
         return self
+
+    async def _publish(self) -> str:
+        track = rtc.LocalAudioTrack.create_audio_track("peer-audio", self._source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publication = await self.room.local_participant.publish_track(track, options)
+        return publication.sid
+
+    async def _republish_unless_heard(self, sid: str, patience_s: float = 10.0) -> None:
+        # On a loaded machine the server can give up on a publication ("publish time out") after
+        # the client saw it succeed; nobody subscribes then, and the call would ring forever.
+        for _ in range(3):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience_s):
+                    await self.heard.wait()
+                return
+            self.republished += 1
+            await self.room.local_participant.unpublish_track(sid)
+            sid = await self._publish()
 
     async def __aexit__(self, *exc: object) -> None:
         # Stop feeding the source, leave the room, end the readers, then free the source: the

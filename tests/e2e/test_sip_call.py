@@ -10,6 +10,7 @@ import statistics
 import time
 from typing import Any
 
+import pytest
 from livekit import api
 from livekit.protocol.models import ParticipantInfo
 
@@ -134,14 +135,19 @@ async def test_call_is_answered_once_a_peer_publishes_audio_and_ends_with_bye(
     )
 
 
-async def test_twenty_concurrent_calls_are_each_answered_in_their_own_room(
-    sip_stack: SipStack, webhooks: WebhookRecorder
+@pytest.mark.parametrize(
+    ("mode", "concurrent", "rtp_seconds"), [("concurrent", 20, 3.0), ("sequential", 1, 1.0)]
+)
+async def test_twenty_calls_are_each_answered_in_their_own_room(
+    sip_stack: SipStack, webhooks: WebhookRecorder, mode: str, concurrent: int, rtp_seconds: float
 ) -> None:
-    """Twenty callers at once (sipp's injection file): twenty rooms, each with its own caller's
-    number, all answered once a peer publishes audio in each."""
+    """Twenty callers (sipp's injection file), all at once or one after the other: twenty rooms,
+    each with its own caller's number, every call answered once a peer publishes audio in it."""
     calls = [Call(c.caller, sip_stack.trunk_number) for c in read_injection()]
     assert len({c.caller for c in calls}) == 20
-    run = sip_stack.sipp(calls, concurrent=20, rate=20, rtp_seconds=3, timeout=120)
+    run = sip_stack.sipp(
+        calls, concurrent=concurrent, rate=20, rtp_seconds=rtp_seconds, timeout=180
+    )
     ws_url = sip_stack.livekit.ws_url
 
     async with contextlib.AsyncExitStack() as peers:
@@ -149,7 +155,7 @@ async def test_twenty_concurrent_calls_are_each_answered_in_their_own_room(
         async def answer(n: int, caller: str) -> SipJoin:
             # Each call is answered as soon as its webhook arrives, as the dispatcher would.
             join = await wait_sip_webhook(
-                webhooks, caller, since=started, sip_call_id=run.call_id(n), within_s=60
+                webhooks, caller, since=started, sip_call_id=run.call_id(n), within_s=150
             )
             peer = AnsweringPeer(ws_url, DEV_API_KEY, DEV_API_SECRET, join.room, f"peer-{n}")
             await peers.enter_async_context(peer)
@@ -168,15 +174,19 @@ async def test_twenty_concurrent_calls_are_each_answered_in_their_own_room(
     for c, j in zip(calls, joins, strict=True):
         assert j.room.startswith(f"call_{c.caller}_")
         assert j.participant.attributes["sip.phoneNumber"] == c.caller
-    assert sorted(t.caller for t in result.calls) == sorted(c.caller for c in calls)
+    timings = {t.call_id: t for t in result.calls}
+    assert sorted(t.caller for t in timings.values()) == sorted(c.caller for c in calls)
     rings = [float(r) for r in result.ring_times_ms()]
     assert len(rings) == 20, result.summary()
-    seen = [j.seen_after_s * 1000 for j in joins]
+    # sipp's clock starts with its process, a few ms after `started`: close enough here.
+    hooks = [
+        j.seen_after_s * 1000 - timings[run.call_id(n)].invite_ms for n, j in enumerate(joins, 1)
+    ]
     record_timings(
-        "twenty concurrent",
+        f"twenty {mode}",
         invite_to_200_ms_p50=statistics.median(rings),
         invite_to_200_ms_p95=percentile(rings, 95),
         invite_to_200_ms_max=max(rings),
-        webhook_ms_p50=round(statistics.median(seen)),
-        webhook_ms_max=round(max(seen)),
+        invite_to_webhook_ms_p50=round(statistics.median(hooks)),
+        invite_to_webhook_ms_max=round(max(hooks)),
     )

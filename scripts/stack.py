@@ -44,11 +44,29 @@ def require_binary(name: str, version: str) -> Path:
     return path
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
+# Ports we pick for servers: below Linux's ephemeral range (32768-60999), from which the kernel
+# hands out source ports for every outgoing connection. A port picked there (as binding port 0
+# does) can be taken by some connection before the server binds it, and the server exits.
+PICK_LOW, PICK_HIGH = 20000, 32000
+
+
+def port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """Whether `port` can be bound on every interface (servers here bind ":port")."""
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that is free now, outside the ephemeral range (TCP and UDP both, for SIP)."""
+    for _ in range(200):
+        port = random.randrange(PICK_LOW, PICK_HIGH)
+        if port_free(port, socket.SOCK_STREAM) and port_free(port, socket.SOCK_DGRAM):
+            return port
+    raise RuntimeError(f"no free port in {PICK_LOW}-{PICK_HIGH}")
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -261,7 +279,7 @@ def udp_ports_free(start: int, end: int, host: str = "127.0.0.1") -> bool:
             s.close()
 
 
-def free_udp_range(size: int, low: int = 20000, high: int = 32000) -> tuple[int, int]:
+def free_udp_range(size: int, low: int = PICK_LOW, high: int = PICK_HIGH) -> tuple[int, int]:
     """A range of `size` bindable UDP ports below Linux's ephemeral range (32768+)."""
     for _ in range(50):
         start = random.randrange(low, high - size)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.stack import free_port
+
 SCENARIO = Path(__file__).resolve().parent / "sipp" / "uac_call.xml"
 CALLERS_CSV = Path(__file__).resolve().parent / "sipp" / "callers.csv"
 # Shipped by Debian's sip-tester; uac_call.xml plays it after ACK (236 packets: ~4.7 s of audio).
@@ -131,13 +133,6 @@ def parse_log_lines(text: str) -> list[CallTiming]:
     return sorted(timings, key=lambda t: t.invite_ms)
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class SippRun:
     """One sipp process placing `calls` to livekit-sip at `host:port`, started in the background.
@@ -182,8 +177,8 @@ class SippRun:
             "-r", f"{self.rate:g}",
             "-i", "127.0.0.1",
             "-mi", "127.0.0.1",
-            "-p", str(_free_udp_port()),
-            "-mp", str(_free_udp_port()),
+            "-p", str(free_port(socket.SOCK_DGRAM)),
+            "-mp", str(free_port(socket.SOCK_DGRAM)),
             "-d", str(int(self.rtp_seconds * 1000)),
             "-timeout", f"{int(self.timeout)}s",
             "-timeout_error",

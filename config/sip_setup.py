@@ -189,9 +189,9 @@ def _plan(
     keep, *extra = sorted(same, key=rank)
     keep_id = str(getattr(keep, id_field))
     changed = differing_fields(wanted, keep)
-    steps = [Change("update" if changed else "keep", what, name, keep_id, changed)]
-    steps += [Change("delete", what, name, str(getattr(e, id_field))) for e in extra]
-    return steps
+    # Duplicates go first: the server would refuse an update that conflicts with one of them.
+    steps = [Change("delete", what, name, str(getattr(e, id_field))) for e in extra]
+    return [*steps, Change("update" if changed else "keep", what, name, keep_id, changed)]
 
 
 def plan_trunk(

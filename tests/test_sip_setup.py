@@ -87,21 +87,23 @@ def test_plan_updates_a_rule_that_points_at_another_trunk_or_dispatches_agents()
 
 
 def test_plan_keeps_one_of_duplicates_whatever_the_list_order_and_deletes_the_rest() -> None:
-    """Two runs racing may have created two trunks of the same name: the same one stays."""
+    """Two runs racing may have created two trunks of the same name: the same one stays, and
+    the other goes first (an update could conflict with it)."""
     dups = [trunk("ST_2"), trunk("ST_X", name="x"), trunk("ST_1")]
     for existing in (dups, dups[::-1]):
         assert plan_trunk(trunk(), existing) == [
-            Change("keep", "trunk", "t", "ST_1"),
             Change("delete", "trunk", "t", "ST_2"),
+            Change("keep", "trunk", "t", "ST_1"),
         ]
 
 
 def test_plan_keeps_the_duplicate_our_rule_uses_then_the_closest() -> None:
     close, far = trunk("ST_9"), trunk("ST_1", numbers=("+1999",))
-    assert plan_trunk(trunk(), [far, close])[0] == Change("keep", "trunk", "t", "ST_9")
-    in_use = plan_trunk(trunk(), [close, far], in_use={"ST_1"})
-    assert in_use[0] == Change("update", "trunk", "t", "ST_1", ("numbers",))
-    assert in_use[1] == Change("delete", "trunk", "t", "ST_9")
+    assert plan_trunk(trunk(), [far, close])[-1] == Change("keep", "trunk", "t", "ST_9")
+    assert plan_trunk(trunk(), [close, far], in_use={"ST_1"}) == [
+        Change("delete", "trunk", "t", "ST_9"),
+        Change("update", "trunk", "t", "ST_1", ("numbers",)),
+    ]
 
 
 def test_differing_fields_ignores_server_stamped_fields() -> None:

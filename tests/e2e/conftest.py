@@ -30,8 +30,8 @@ def webhooks() -> Iterator[WebhookRecorder]:
 
 @pytest.fixture(scope="session")
 def sip_stack(webhooks: WebhookRecorder) -> Iterator[SipStack]:
-    for old in LOG_DIR.glob("*.log"):
-        old.unlink()
+    for old in [*LOG_DIR.glob("*.log"), LOG_DIR / "timings.jsonl"]:
+        old.unlink(missing_ok=True)
     stack = start_sip_stack(LOG_DIR, webhook_urls=(webhooks.url,))
     yield stack
     stack.stop()

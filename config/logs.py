@@ -40,8 +40,16 @@ def configure_logging(
     *,
     service: str = "dispatcher",
     stream: TextIO | None = None,
+    through_stdlib: bool = False,
+    cache: bool = True,
 ) -> None:
-    """Configure structlog (and stdlib logging through it) to write one JSON object per line."""
+    """Configure structlog to write one JSON object per line, and render stdlib records alike.
+
+    `through_stdlib` routes structlog events through stdlib logging: the agent worker needs it,
+    since livekit-agents forwards its job processes' stdlib records to the parent. The
+    dispatcher writes directly, which costs a fraction of the time per event. `cache=False`
+    lets tests reconfigure the output of loggers already in use.
+    """
     stream = stream or sys.stdout
     numeric = _LEVELS.get(level, 20)
     shared = [*_shared_processors(), _add_service(service)]
@@ -50,18 +58,24 @@ def configure_logging(
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
 
-    # Application events go through stdlib so that one handler orders them with library records
-    # (and so that livekit-agents can forward job-process records to the parent).
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
-    )
+    if through_stdlib:
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(numeric),
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            cache_logger_on_first_use=cache,
+        )
+    else:
+        structlog.configure(
+            processors=[*shared, structlog.processors.format_exc_info, renderer],
+            wrapper_class=structlog.make_filtering_bound_logger(numeric),
+            logger_factory=structlog.WriteLoggerFactory(file=stream),
+            cache_logger_on_first_use=cache,
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
@@ -92,4 +106,4 @@ def _add_service(service: str) -> Any:
 
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; `event` names are fixed strings, variable parts are fields."""
-    return structlog.stdlib.get_logger(name)
+    return structlog.get_logger(name)

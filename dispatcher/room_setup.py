@@ -24,6 +24,7 @@ from dispatcher.contract import (
     encode_room_metadata,
     utc_now_iso,
 )
+from dispatcher.livekit_rooms import LiveKitRooms
 from dispatcher.persona_resolver import PersonaResolver, Resolution
 
 log = get_logger(__name__)
@@ -100,7 +101,7 @@ class SetupPolicy:
 class CallSetup:
     """One per process. Deduplicates by event id and by room (single flight per room)."""
 
-    def __init__(self, lk: api.LiveKitAPI, resolver: PersonaResolver, policy: SetupPolicy) -> None:
+    def __init__(self, lk: LiveKitRooms, resolver: PersonaResolver, policy: SetupPolicy) -> None:
         self._lk = lk
         self._resolver = resolver
         self._policy = policy
@@ -188,9 +189,10 @@ class CallSetup:
 
         # The room's current metadata (the webhook's copy may be stale) is read while the persona
         # resolves, so keeping other components' keys costs no extra wait on a cache miss.
+        lk = self._lk.for_room(join.room)
         resolving = asyncio.create_task(self._resolver.resolve(numbers))
         try:
-            room_metadata = await self._current_metadata(join.room)
+            room_metadata = await self._current_metadata(lk, join.room)
             resolution = await resolving
         finally:
             resolving.cancel()  # only matters when the room read failed
@@ -214,7 +216,7 @@ class CallSetup:
         t = time.perf_counter()
         await self._call(
             "update_room_metadata",
-            self._lk.room.update_room_metadata(
+            lk.room.update_room_metadata(
                 api.UpdateRoomMetadataRequest(room=join.room, metadata=encoded)
             ),
         )
@@ -223,9 +225,7 @@ class CallSetup:
         log.info("room.metadata_written", bytes=size, duration_ms=steps["metadata"])
 
         t = time.perf_counter()
-        existing = await self._call(
-            "list_dispatch", self._lk.agent_dispatch.list_dispatch(join.room)
-        )
+        existing = await self._call("list_dispatch", lk.agent_dispatch.list_dispatch(join.room))
         ours = [d for d in existing if d.agent_name == p.agent_name]
         if ours:
             dispatch_id, dispatched, reason = ours[0].id, False, "already_dispatched"
@@ -238,7 +238,7 @@ class CallSetup:
         else:
             created = await self._call(
                 "create_dispatch",
-                self._lk.agent_dispatch.create_dispatch(
+                lk.agent_dispatch.create_dispatch(
                     api.CreateAgentDispatchRequest(
                         room=join.room, agent_name=p.agent_name, metadata=dispatch_metadata(meta)
                     )
@@ -272,9 +272,9 @@ class CallSetup:
         )
         return result
 
-    async def _current_metadata(self, room: str) -> str:
+    async def _current_metadata(self, lk: api.LiveKitAPI, room: str) -> str:
         listed = await self._call(
-            "list_rooms", self._lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            "list_rooms", lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
         )
         if not listed.rooms:
             raise RoomGone("list_rooms")

@@ -245,14 +245,16 @@ class CallSetup:
                 ),
             )
             dispatch_id, dispatched, reason = created.id, True, "created"
-        steps["dispatch"] = _ms_since(t)
-        if dispatched:
             log.info(
                 "agent.dispatched",
                 agent_name=p.agent_name,
                 dispatch_id=dispatch_id,
-                duration_ms=steps["dispatch"],
+                duration_ms=_ms_since(t),
             )
+            winner = await self._settle(lk, join.room, created)
+            if winner.id != created.id:
+                dispatch_id, dispatched, reason = winner.id, False, "lost_race"
+        steps["dispatch"] = _ms_since(t)
         result = SetupResult(
             join.room,
             dispatch_id,
@@ -271,6 +273,24 @@ class CallSetup:
             dispatched=dispatched,
         )
         return result
+
+    async def _settle(
+        self, lk: api.LiveKitAPI, room: str, ours: api.AgentDispatch
+    ) -> api.AgentDispatch:
+        """Another replica may have created a dispatch between our check and our create: all
+        replicas keep the earliest one and delete their own otherwise, which ends its job."""
+        listed = await self._call("list_dispatch", lk.agent_dispatch.list_dispatch(room))
+        mine = [d for d in listed if d.agent_name == self._policy.agent_name] or [ours]
+        winner = min(mine, key=lambda d: (d.state.created_at, d.id))
+        if winner.id != ours.id:
+            await self._call("delete_dispatch", lk.agent_dispatch.delete_dispatch(ours.id, room))
+            log.warning(
+                "agent.dispatch_deduplicated",
+                kept=winner.id,
+                deleted=ours.id,
+                dispatches=len(mine),
+            )
+        return winner
 
     async def _current_metadata(self, lk: api.LiveKitAPI, room: str) -> str:
         listed = await self._call(

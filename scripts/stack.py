@@ -205,17 +205,32 @@ def start_livekit_server(
     redis_address: str | None = None,
     log_path: Path | None = None,
     fixed_ports: bool = False,
+    attempts: int = 3,
 ) -> LiveKitServer:
-    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`)."""
-    if fixed_ports:
-        cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
-    else:
-        cfg = ServerConfig(
-            port=free_port(),
-            rtc_tcp_port=free_port(),
-            rtc_udp_port=free_port(socket.SOCK_DGRAM),
-            webhook_urls=webhook_urls,
-            redis_address=redis_address,
-        )
+    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`).
+
+    A port found free can be taken by another process before the server binds it; the server
+    then exits, and is started again on other ports.
+    """
     log = log_path or ROOT / "var" / "log" / "livekit-server.log"
-    return LiveKitServer(cfg, log).start()
+    for attempt in range(1, attempts + 1):
+        if fixed_ports:
+            cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
+        else:
+            cfg = ServerConfig(
+                port=free_port(),
+                rtc_tcp_port=free_port(),
+                rtc_udp_port=free_port(socket.SOCK_DGRAM),
+                webhook_urls=webhook_urls,
+                redis_address=redis_address,
+            )
+        server = LiveKitServer(cfg, log)
+        try:
+            return server.start()
+        except RuntimeError:
+            server.stop()
+            if fixed_ports or attempt == attempts:
+                raise RuntimeError(
+                    f"livekit-server did not start; {log} ends with:\n{tail(log, 5)}"
+                ) from None
+    raise AssertionError("unreachable")

@@ -74,6 +74,11 @@ async def test_replayed_webhook_gives_no_second_dispatch(
     caller = await join_sip(persona_api, room, "9000000002")
     try:
         await eventually(lambda: agent_dispatches(lk, room, AGENT), 5, "a dispatch")
+        await eventually(
+            lambda: persona_api.dispatcher_events(event="call.setup_done", room=room),
+            5,
+            "the set-up to finish",
+        )
         recorded = await eventually(
             lambda: persona_api.recorder.find("participant_joined", room),
             5,

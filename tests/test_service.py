@@ -416,6 +416,23 @@ async def test_garbage_payload_falls_back(
     assert persona_state.requests == 1  # a 200 with garbage is not retried
 
 
+async def test_oversized_payload_is_refused_and_falls_back(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+    logs: LogCapture,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(PERSONA_MAX_BYTES="2048")))
+    fake_lk.add_room("call_1")
+    persona_state.extra["9111111111"] = {
+        "campaigns": [{"voiceAgents": [{"persona": {"personality": "p" * 4000}}]}]
+    }
+    _, answer = await post(client, participant_joined("call_1", number="9111111111"))
+    assert answer["persona_status"] == "default"
+    assert "over 2048" in logs.named("persona.upstream_error")[0]["error"]
+
+
 async def test_api_unreachable_falls_back_to_default(
     aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
 ) -> None:

@@ -131,6 +131,7 @@ class Call:
     dispatched: bool = False
     agent_joined: bool = False
     end_reason: str | None = None
+    end_t: float = math.inf
     errors: list[str] = field(default_factory=list)
     resolutions: int = 0
     cached_resolutions: int = 0
@@ -188,9 +189,11 @@ class Call:
             self.fetched_events += 1
         elif event == "persona.fallback":
             self.fallback_events += 1
-        elif event in END_EVENTS and self.end_reason is None:
+        elif event in END_EVENTS and rec.t < self.end_t:
+            # The earliest end by time, whichever service's log is read first.
             reason = f.get("reason")
             self.end_reason = reason if type(reason) is str and reason else event
+            self.end_t = rec.t
         kind = error_kind(rec)
         if kind is not None:
             self.errors.append(kind)

@@ -7,7 +7,7 @@ import gzip
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -63,7 +63,11 @@ def read_lines(paths: list[str]) -> Iterator[bytes]:
 
 
 class _Tail:
-    """One followed file: reads what was appended, survives truncation and rotation."""
+    """One followed file: reads what was appended, survives truncation and rotation.
+
+    As with `tail -f`, truncation is seen when the file became shorter than what was read; a file
+    truncated and rewritten longer between two polls reads as an append.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -100,7 +104,7 @@ class _Tail:
         self.stream.close()
 
 
-def follow_lines(paths: list[str], poll_s: float = 0.25) -> Iterator[bytes | None]:
+def follow_lines(paths: list[str], poll_s: float = 0.25) -> Generator[bytes | None, None, None]:
     """Like `tail -f`: existing lines, then appended ones; yields None each time it caught up.
 
     Stdin is read to its end first and cannot be followed further. Never ends on its own.

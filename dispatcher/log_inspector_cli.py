@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO
+from types import FrameType
+from typing import Any, NoReturn, Protocol, TextIO
 
 import orjson
 
@@ -263,6 +265,8 @@ class Run:
         }
         follower = followers[self.args.command](self)
         feed = self.inspector.feed
+        # `kill`, `timeout` and service managers stop with SIGTERM: finish as on Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             for raw in lines:
                 if raw is None:
@@ -274,6 +278,12 @@ class Run:
                     follower.fed(*fed)
         except KeyboardInterrupt:
             follower.interrupted()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 class _Follower(Protocol):

@@ -6,6 +6,8 @@ import argparse
 import gzip
 import io
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -490,3 +492,39 @@ def main_args(argv: list[str]) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.since_t = None
     return args
+
+
+def test_follow_finishes_on_sigterm_as_on_ctrl_c() -> None:
+    args = main_args(["calls", "--json", "--follow", DISPATCHER])
+    out = io.StringIO()
+
+    def lines() -> Iterator[bytes | None]:
+        yield from Path(DISPATCHER).read_bytes().splitlines(keepends=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # the handler raises at the next bytecode; never reaches the end
+            yield None
+        raise AssertionError("SIGTERM did not stop --follow")
+
+    Run(args, out).follow(lines())
+    assert [r["room"] for r in json_lines(out.getvalue())] == [ROOM_A, ROOM_B, ROOM_C]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_follow_show_prints_new_events_of_the_call_as_they_arrive() -> None:
+    args = main_args(["show", "SCL_b1", "--json", "--follow", DISPATCHER])
+    out = io.StringIO()
+    agent_lines = Path(AGENT).read_bytes().splitlines(keepends=True)
+
+    def lines() -> Iterator[bytes | None]:
+        yield from Path(DISPATCHER).read_bytes().splitlines(keepends=True)
+        yield None
+        yield from agent_lines
+        yield None
+        raise KeyboardInterrupt
+
+    Run(args, out).follow(lines())
+    events = json_lines(out.getvalue())
+    assert {e["call"] for e in events} == {"SCL_b1"}
+    assert [e["service"] for e in events] == ["dispatcher"] * 8 + ["agent"] * 4
+    assert events[-1]["event"] == "call.ended"
+    assert events[-1]["offset_ms"] == 37000.0

@@ -188,11 +188,19 @@ def _suffix(value: str) -> str:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, now: datetime) -> None:
+    def since(value: str) -> float:
+        try:
+            return parse_since(value, now)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("--since ")) from None
+
     parser.add_argument(
         "inputs", nargs="+", metavar="LOG", help="log files, globs (quoted), .gz, or - for stdin"
     )
-    parser.add_argument("--since", help="only lines from this ISO time, or this age: 10m, 2h, 1d")
+    parser.add_argument(
+        "--since", type=since, help="only lines from this ISO time, or this age: 10m, 2h, 1d"
+    )
     parser.add_argument("--caller", type=_suffix, help="only calls from a number ending so")
     parser.add_argument("--status", choices=PERSONA_STATUSES, help="only calls with this persona")
     parser.add_argument("--errors", action="store_true", help="only calls that logged errors")
@@ -200,17 +208,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--follow", "-f", action="store_true", help="keep reading, like tail -f")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `persona-logs` argument parser."""
+def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
+    """The `persona-logs` argument parser; relative `--since` ages count back from `now`."""
+    now = now or datetime.now(UTC)
     parser = argparse.ArgumentParser(
         prog=PROG, description="Read calls back from the dispatcher's and agent's JSON-line logs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_common(sub.add_parser("calls", help="one row per call"))
+    _add_common(sub.add_parser("calls", help="one row per call"), now)
     show = sub.add_parser("show", help="one call's timeline across both services")
     show.add_argument("selector", help="a call_id, a room name, or a number suffix")
-    _add_common(show)
-    _add_common(sub.add_parser("stats", help="set-up times, persona sources, errors"))
+    _add_common(show, now)
+    _add_common(sub.add_parser("stats", help="set-up times, persona sources, errors"), now)
     return parser
 
 
@@ -224,7 +233,7 @@ class Run:
         self.args = args
         self.out = out
         self.keep = CallFilter(caller=args.caller, status=args.status, errors_only=args.errors)
-        self.inspector = Inspector(since=args.since_t, keep_lines=args.command == "show")
+        self.inspector = Inspector(since=args.since, keep_lines=args.command == "show")
 
     def report(self) -> int:
         """Print the whole result for what has been read; the exit status."""
@@ -384,25 +393,13 @@ class _FollowStats:
             self.run.out.write(self.run._stats())
 
 
-def main(
-    argv: list[str] | None = None,
-    *,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> int:
-    """Entry point of `persona-logs` and scripts/inspect_logs.py."""
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
+    """Entry point of `persona-logs` and scripts/inspect_logs.py; `now` anchors relative --since."""
+    parser = build_parser(now)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed its message; keep main() returning
         return exc.code if isinstance(exc.code, int) else 2
-    args.since_t = None
-    if args.since is not None:
-        try:
-            args.since_t = parse_since(args.since, now())
-        except ValueError as exc:
-            parser.print_usage(sys.stderr)
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
     run = Run(args, sys.stdout)
     try:
         status = _run(run)

@@ -25,7 +25,7 @@ from dispatcher.log_inspector import (
     stats,
     timeline,
 )
-from dispatcher.log_inspector_cli import Run, main, render_calls
+from dispatcher.log_inspector_cli import Run, build_parser, main, render_calls
 from dispatcher.log_sources import follow_lines
 
 pytestmark = pytest.mark.unit
@@ -43,7 +43,7 @@ NOW = datetime(2026, 11, 25, 19, 45, tzinfo=UTC)
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    status = main(argv, now=lambda: NOW)
+    status = main(argv, now=NOW)
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -423,7 +423,7 @@ def test_unreadable_inputs_exit_1_with_one_line(
     ("argv", "message"),
     [
         (["calls"], "the following arguments are required: LOG"),
-        (["calls", DISPATCHER, "--since", "yesterday"], "--since 'yesterday'"),
+        (["calls", DISPATCHER, "--since", "yesterday"], "argument --since: 'yesterday'"),
         (["calls", DISPATCHER, "--caller", "+1-865"], "not the digits of a number"),
         (["calls", DISPATCHER, "--status", "fresh"], "invalid choice: 'fresh'"),
         (["tail", DISPATCHER], "invalid choice: 'tail'"),
@@ -487,11 +487,7 @@ def test_follow_calls_prints_each_call_once_when_it_ends_and_the_rest_on_ctrl_c(
 
 
 def main_args(argv: list[str]) -> argparse.Namespace:
-    from dispatcher.log_inspector_cli import build_parser
-
-    args = build_parser().parse_args(argv)
-    args.since_t = None
-    return args
+    return build_parser(NOW).parse_args(argv)
 
 
 def test_follow_finishes_on_sigterm_as_on_ctrl_c() -> None:

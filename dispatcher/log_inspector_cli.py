@@ -22,7 +22,6 @@ from dispatcher.log_inspector import (
     Call,
     CallFilter,
     Inspector,
-    Record,
     iso,
     parse_since,
     stats,
@@ -245,21 +244,22 @@ class Run:
             else:
                 self.out.write(render_calls(calls))
         elif cmd == "stats":
-            self.out.write(self._stats())
+            self.out.write(self.stats_text())
         else:
             calls = [c for c in self.inspector.find(self.args.selector) if self.keep(c)]
             if not calls:
                 print(f"{PROG}: no call matches {self.args.selector!r}", file=sys.stderr)
                 return 1
-            for call in calls:
+            for i, call in enumerate(calls):
                 events = timeline(call.lines or [])
                 if self.args.json:
                     self.out.write(_json({"call": call.row(), "events": events}))
                 else:
-                    self.out.write(render_timeline(call, events))
+                    self.out.write(("\n" if i else "") + render_timeline(call, events))
         return 0
 
-    def _stats(self) -> str:
+    def stats_text(self) -> str:
+        """The `stats` output for the calls read so far."""
         calls = self.inspector.select(self.keep)
         unscoped = None if self.keep.active else self.inspector.unscoped_errors
         s = stats(calls, unscoped)
@@ -282,9 +282,8 @@ class Run:
                     follower.caught_up()
                     self.out.flush()
                     continue
-                fed = feed(raw)
-                if fed is not None:
-                    follower.fed(*fed)
+                if feed(raw) is not None:
+                    follower.fed()
         except KeyboardInterrupt:
             follower.interrupted()
         finally:
@@ -296,7 +295,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 class _Follower(Protocol):
-    def fed(self, rec: Record, call: Call | None) -> None: ...
+    def fed(self) -> None: ...
     def caught_up(self) -> None: ...
     def interrupted(self) -> None: ...
 
@@ -309,7 +308,7 @@ class _FollowCalls:
         self.printed: set[int] = set()
         self.header = False
 
-    def fed(self, rec: Record, call: Call | None) -> None:
+    def fed(self) -> None:
         pass
 
     def _print(self, calls: list[Call]) -> None:
@@ -341,7 +340,7 @@ class _FollowShow:
         self.started = False
         self.shown: dict[int, tuple[float, int]] = {}  # id(call) -> (first t, lines printed)
 
-    def fed(self, rec: Record, call: Call | None) -> None:
+    def fed(self) -> None:
         pass
 
     def caught_up(self) -> None:
@@ -378,19 +377,19 @@ class _FollowStats:
         self.last = 0.0
         self.dirty = True
 
-    def fed(self, rec: Record, call: Call | None) -> None:
+    def fed(self) -> None:
         self.dirty = True
 
     def caught_up(self) -> None:
         now = time.monotonic()
         if self.dirty and now - self.last >= STATS_REFRESH_S:
-            self.run.out.write(self.run._stats() + ("" if self.run.args.json else "\n"))
+            self.run.out.write(self.run.stats_text() + ("" if self.run.args.json else "\n"))
             self.last = now
             self.dirty = False
 
     def interrupted(self) -> None:
         if self.dirty:
-            self.run.out.write(self.run._stats())
+            self.run.out.write(self.run.stats_text())
 
 
 def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:

@@ -145,6 +145,7 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
                     room=room, agent_name="friday", metadata=dispatch_metadata(persona_meta)
                 )
             )
+            await lk.agent_dispatch.list_dispatch(room)  # the replicas' settling check
 
         floor, floor_wall = await run_concurrently(n, c, direct)
         await rooms_api.aclose()

@@ -61,6 +61,8 @@ class JobEntrypoint:
 
 
 def log_applied(applied: AppliedPersona, *, room: str, unmasked: bool) -> None:
+    """`persona.applied` (and `persona.missing` first when the default had to be used)."""
+    log = get_logger(__name__)
     if applied.is_default:
         # The dispatcher guarantees a persona before dispatch: this is its bug, not the caller's.
         log.warning("persona.missing", room=room, problems=list(applied.problems))

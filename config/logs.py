@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -82,7 +83,9 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
-def _drop_forwarded_message(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _drop_forwarded_message(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     # livekit-agents forwards job-process records with `message` set to the formatted text,
     # which repeats `event`.
     if event_dict.get("message") == event_dict.get("event"):

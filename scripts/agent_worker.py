@@ -1,7 +1,8 @@
-"""Start and stop the agent worker (`python -m agent`) as a separate process, for tests and benches."""
+"""Start and stop the agent worker (`python -m agent`) as a separate process (tests, benches)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,10 +105,8 @@ class AgentWorker:
                 self.proc.wait(5)
         if self.proc is not None:
             # Job processes of a killed worker may outlive it in its group.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -122,15 +122,15 @@ class SipCaller:
         finally:
             await stream.aclose()
 
-    async def wait_for_agent(self, timeout: float = 20.0) -> rtc.RemoteParticipant:
-        async with asyncio.timeout(timeout):
+    async def wait_for_agent(self, within_s: float = 20.0) -> rtc.RemoteParticipant:
+        async with asyncio.timeout(within_s):
             await self._agent_joined.wait()
         assert self.agent is not None
         return self.agent
 
-    async def wait_for_sound(self, timeout: float = 20.0) -> float:
+    async def wait_for_sound(self, within_s: float = 20.0) -> float:
         """Waits for the agent's first audible frame; returns its arrival time."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_s):
             await self._heard.wait()
         assert self.first_sound_at is not None
         return self.first_sound_at

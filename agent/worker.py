@@ -108,6 +108,16 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
     log.info("agent.started", persona_id=meta.persona.persona_id)
 
 
+class JobCountLoad:
+    """Worker load as the share of `max_jobs` in use."""
+
+    def __init__(self, max_jobs: int) -> None:
+        self.max_jobs = max_jobs
+
+    def __call__(self, server: AgentServer) -> float:
+        return min(len(server.active_jobs) / self.max_jobs, 1.0)
+
+
 def create_server(
     settings: AgentSettings, make_factory: FactoryMaker = stack_factory
 ) -> AgentServer:
@@ -120,7 +130,8 @@ def create_server(
         host=settings.http_host,
         port=settings.http_port,
         num_idle_processes=settings.idle_processes,
-        load_threshold=settings.load_threshold,
+        load_threshold=1.0 if settings.max_jobs else settings.load_threshold,
+        load_fnc=JobCountLoad(settings.max_jobs) if settings.max_jobs else None,
         drain_timeout=settings.drain_timeout_s,
         setup_fnc=JobProcessSetup(settings),
         log_level=settings.log_level.upper(),

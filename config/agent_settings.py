@@ -59,8 +59,11 @@ class AgentSettings:
     http_host: str = "127.0.0.1"
     http_port: int = 8081
     idle_processes: int = 2
-    # Above this CPU load (0-1) the worker takes no new job; `inf` never refuses.
+    # Above this load (0-1) the worker takes no new job; `inf` never refuses.
     load_threshold: float = 0.7
+    # 0: load is livekit-agents' CPU measure. N > 0: load is running jobs / N (full at N jobs),
+    # which suits a shared or small machine where CPU use says little about call capacity.
+    max_jobs: int = 0
     drain_timeout_s: int = 600
     log_level: str = "info"
     log_format: LogFormat = "json"
@@ -118,6 +121,7 @@ def load_agent_settings(env: Mapping[str, str] | None = None) -> AgentSettings:
         http_port=r.integer("AGENT_HTTP_PORT", 8081, minimum=0),
         idle_processes=r.integer("AGENT_IDLE_PROCESSES", 2, minimum=0),
         load_threshold=_load_threshold(r),
+        max_jobs=r.integer("AGENT_MAX_JOBS", 0, minimum=0),
         drain_timeout_s=r.integer("AGENT_DRAIN_TIMEOUT_S", 600, minimum=1),
         log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         log_format=cast(LogFormat, r.choice("LOG_FORMAT", "json", ("json", "console"))),

@@ -67,6 +67,18 @@ async def dispatch_agent(
     )
 
 
+async def agent_in_room(lk: api.LiveKitAPI, room: str, within_s: float = 20.0) -> str:
+    """Polls the server until an agent has joined `room` (before other participants see it,
+    which is only once it is active); returns its identity."""
+    async with asyncio.timeout(within_s):
+        while True:
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            for p in listed.participants:
+                if p.kind == api.ParticipantInfo.Kind.AGENT:
+                    return p.identity
+            await asyncio.sleep(0.05)
+
+
 @dataclass
 class SipCaller:
     """A SIP-kind participant that notes when the agent joins and when its audio arrives."""

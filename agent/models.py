@@ -8,6 +8,7 @@ is one clear error then, not a crash in the middle of a call.
 from __future__ import annotations
 
 import importlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,17 @@ def openai_voice(persona: Persona, settings: AgentSettings) -> str:
     return DEFAULT_OPENAI_VOICE
 
 
+def cartesia_voice(persona: Persona, settings: AgentSettings) -> str | None:
+    """A Cartesia voice id (a UUID) from the persona, else the setting; None: Cartesia's default."""
+    for voice in (persona.voice, settings.voice):
+        if voice:
+            try:
+                return str(uuid.UUID(voice))
+            except ValueError:
+                continue
+    return None
+
+
 def preload_models(settings: AgentSettings) -> dict[str, Any]:
     """Per-process models loaded once before any job (the Silero VAD for the pipeline)."""
     if settings.stack != "pipeline":
@@ -136,8 +148,8 @@ def pipeline_stack(settings: AgentSettings, persona: Persona, vad: vad.VAD | Non
 
     language = persona.language or settings.language
     tts_kwargs: dict[str, Any] = {}
-    if persona.voice or settings.voice:
-        tts_kwargs["voice"] = persona.voice or settings.voice
+    if voice := cartesia_voice(persona, settings):
+        tts_kwargs["voice"] = voice
     return ModelStack(
         llm=openai.LLM(model=settings.openai_llm_model, api_key=settings.keys.openai or ""),
         stt=deepgram.STT(

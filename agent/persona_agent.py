@@ -35,7 +35,8 @@ class PersonaAgent(Agent):
 
     async def on_enter(self) -> None:
         if self.persona.welcome:
-            self.session.say(self.persona.welcome)
+            # A caller's "hello?" at pick-up must not cut the persona's first words.
+            self.session.say(self.persona.welcome, allow_interruptions=False)
         else:
             self.session.generate_reply(instructions=GREETING_INSTRUCTIONS)
 
@@ -45,7 +46,11 @@ class PersonaAgent(Agent):
         more to ask; do not call it when they ask to hold, wait or be transferred."""
         if self._ending is not None:
             return None
-        closing = self.session.say(self.persona.closing) if self.persona.closing else None
+        closing = (
+            self.session.say(self.persona.closing, allow_interruptions=False)
+            if self.persona.closing
+            else None
+        )
         # Hanging up from inside the tool would cut the closing line (it plays after the tool
         # returns), so a task waits for its playout first.
         self._ending = asyncio.create_task(self._hang_up_after(closing), name="end_call")

@@ -124,9 +124,13 @@ def start_livekit_server(
     fixed_ports: bool = False,
 ) -> LiveKitServer:
     """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`)."""
+    log = log_path or ROOT / "var" / "log" / "livekit-server.log"
     if fixed_ports:
         cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
-    else:
+        return LiveKitServer(cfg, log).start()
+    # A free port can be taken by another process between the probe and the server's bind (a
+    # shared test machine): pick new ports and try again.
+    for attempt in range(3):
         cfg = ServerConfig(
             port=free_port(),
             rtc_tcp_port=free_port(),
@@ -134,5 +138,11 @@ def start_livekit_server(
             webhook_urls=webhook_urls,
             redis_address=redis_address,
         )
-    log = log_path or ROOT / "var" / "log" / "livekit-server.log"
-    return LiveKitServer(cfg, log).start()
+        server = LiveKitServer(cfg, log)
+        try:
+            return server.start()
+        except (RuntimeError, TimeoutError):
+            server.stop()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -56,6 +56,14 @@ def in_room(
     return match
 
 
+async def say_after_greeting(caller: SipCaller, transcript_log: Path, text: str) -> None:
+    """Sends the caller's words as chat text once the greeting has been spoken in full (the
+    welcome line cannot be interrupted, and text that tries to is dropped)."""
+    room = caller.room.name
+    await wait_for_records(transcript_log, in_room(room, event="turn"))
+    await caller.room.local_participant.send_text(text, topic="lk.chat")
+
+
 async def call_with_persona(lk: api.LiveKitAPI, room: str, meta: PersonaMetadata) -> None:
     await seed_persona(lk, room, meta)
     await dispatch_agent(lk, room, AGENT_NAME, meta)
@@ -81,7 +89,7 @@ async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
     assert spoken[0]["text"] == PIRATE.welcome
     assert (spoken[0]["voice"], spoken[0]["language"]) == (PIRATE.voice, PIRATE.language)
 
-    await caller.room.local_participant.send_text("What does the insurance cover?", topic="lk.chat")
+    await say_after_greeting(caller, transcript_log, "What does the insurance cover?")
     requests = await wait_for_records(fake_llm_log, in_room(room_name, "llm"))
     assert requests[0]["instructions"] == PIRATE.instructions
     assert requests[0]["messages"][-1] == {
@@ -90,6 +98,12 @@ async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
         "id": requests[0]["messages"][-1]["id"],
     }
 
+    turns = await wait_for_records(transcript_log, in_room(room_name, event="turn"), count=3)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("assistant", PIRATE.welcome),
+        ("user", "What does the insurance cover?"),
+        ("assistant", FAKE_REPLY),
+    ]
     applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
     assert applied[0]["status"] == "loaded"
     assert applied[0]["read_from"] == "job"
@@ -102,6 +116,7 @@ async def test_two_calls_at_once_get_two_agents_with_two_personas(
     lk_api: api.LiveKitAPI,
     room_name: str,
     fake_llm_log: Path,
+    transcript_log: Path,
 ) -> None:
     rooms = {f"pirate-{room_name}": PIRATE, f"librarian-{room_name}": LIBRARIAN}
     callers = await asyncio.gather(
@@ -121,7 +136,7 @@ async def test_two_calls_at_once_get_two_agents_with_two_personas(
     await asyncio.gather(*(c.wait_for_sound() for c in callers))
 
     for caller, (room, persona) in zip(callers, rooms.items(), strict=True):
-        await caller.room.local_participant.send_text("Hello?", topic="lk.chat")
+        await say_after_greeting(caller, transcript_log, "Hello?")
         requests = await wait_for_records(fake_llm_log, in_room(room, "llm"))
         assert requests[0]["instructions"] == persona.instructions
     # The librarian has no welcome line: its greeting was generated, under its instructions.
@@ -190,7 +205,7 @@ async def test_end_call_speaks_the_closing_line_then_deletes_the_room(
     disconnected = asyncio.Event()
     caller.room.on("disconnected", lambda *_: disconnected.set())
 
-    await caller.room.local_participant.send_text("That's all, goodbye!", topic="lk.chat")
+    await say_after_greeting(caller, transcript_log, "That's all, goodbye!")
     async with asyncio.timeout(20):
         await disconnected.wait()
 

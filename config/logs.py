@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -77,7 +78,7 @@ def configure_logging(
             cache_logger_on_first_use=cache,
         )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_forwarded_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -96,6 +97,16 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
+def _drop_forwarded_message(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # livekit-agents forwards job-process records with `message` set to the formatted text,
+    # which repeats `event`.
+    if event_dict.get("message") == event_dict.get("event"):
+        event_dict.pop("message", None)
+    return event_dict
+
+
 def _add_service(service: str) -> Any:
     def add(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         event_dict.setdefault("service", service)
@@ -107,3 +118,24 @@ def _add_service(service: str) -> Any:
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; `event` names are fixed strings, variable parts are fields."""
     return structlog.get_logger(name)
+
+
+def configure_forwarded_logging(level: str = "info", *, service: str = "agent") -> None:
+    """Configure structlog in a livekit-agents job process, whose root handler forwards stdlib
+    records to the worker process: events become plain records (event name as the message,
+    fields as `extra`) that the worker's `configure_logging` formatter renders."""
+    numeric = _LEVELS.get(level, 20)
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            _add_service(service),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.render_to_log_kwargs,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    logging.getLogger().setLevel(numeric)
+    for noisy in ("asyncio", "livekit"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -227,7 +227,7 @@ def start_livekit_server(
         server = LiveKitServer(cfg, log)
         try:
             return server.start()
-        except RuntimeError:
+        except (RuntimeError, TimeoutError):
             server.stop()
             if fixed_ports or attempt == attempts:
                 raise RuntimeError(

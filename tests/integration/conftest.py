@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from scripts.agent_worker import AgentWorker, start_agent_worker
 from scripts.stack import ROOT
 from tests.integration.stack import Stack, start_stack
 
@@ -20,6 +21,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(log_dir, tmp_path_factory.mktemp("stack"))
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentWorker]:
+    """The agent worker (fake model stack) registered with the session's livekit-server."""
+    w = start_agent_worker(stack.livekit, tmp_path_factory.mktemp("agent"))
+    yield w
+    w.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.integration.stack import Stack, start_stack
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = ROOT / "var" / "log" / "integration"
-    for old in log_dir.glob("*.log"):
+    for old in [*log_dir.glob("*.log"), *log_dir.glob("*.jsonl")]:
         old.unlink()
     s = start_stack(log_dir, tmp_path_factory.mktemp("stack"))
     yield s
@@ -24,9 +24,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentWorker]:
+def worker(stack: Stack) -> Iterator[AgentWorker]:
     """The agent worker (fake model stack) registered with the session's livekit-server."""
-    w = start_agent_worker(stack.livekit, tmp_path_factory.mktemp("agent"))
+    w = start_agent_worker(stack.livekit, ROOT / "var" / "log" / "integration")
     yield w
     w.stop()
 

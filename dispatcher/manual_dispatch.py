@@ -29,7 +29,7 @@ from dispatcher.caller import (
     detect_numbers,
     normalise_number,
 )
-from dispatcher.contract import PersonaMetadata, encode_room_metadata, utc_now_iso
+from dispatcher.contract import encode_room_metadata
 from dispatcher.persona_resolver import Resolution
 from dispatcher.room_setup import CallJoin, LiveKitUnavailable, RoomGone, SetupResult
 from dispatcher.service import number_format, open_clients
@@ -131,15 +131,10 @@ async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outc
                 party, room, "", settings.persona_lookup, number_format(settings)
             )
             resolution = await clients.resolver.resolve(numbers)
-            meta = PersonaMetadata(
-                persona=resolution.persona,
-                status=resolution.status,
-                source=resolution.source,
-                caller=resolution.number,
-                lookup=resolution.lookup,
-                resolved_at=utc_now_iso(),
+            encoded = encode_room_metadata(
+                "", resolution.metadata(), settings.metadata_budget_bytes
             )
-            size = len(encode_room_metadata("", meta, settings.metadata_budget_bytes).encode())
+            size = len(encoded.encode())
             return Outcome(number, room, resolution, None, size, None, _ms(started))
         try:
             async with asyncio.timeout(settings.livekit.api_timeout_s):

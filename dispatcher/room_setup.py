@@ -22,10 +22,9 @@ from dispatcher.contract import (
     PersonaTooLarge,
     dispatch_metadata,
     encode_room_metadata,
-    utc_now_iso,
 )
 from dispatcher.livekit_rooms import LiveKitRooms
-from dispatcher.persona_resolver import PersonaResolver, Resolution
+from dispatcher.persona_resolver import PersonaResolver
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -204,7 +203,7 @@ class CallSetup:
             lookup=resolution.lookup,
             duration_ms=round(resolution.duration_ms, 1),
         )
-        meta = self._metadata(join, resolution)
+        meta = resolution.metadata(join.call_id)
         try:
             encoded = encode_room_metadata(room_metadata, meta, p.metadata_budget)
         except PersonaTooLarge as e:
@@ -299,14 +298,3 @@ class CallSetup:
         if not listed.rooms:
             raise RoomGone("list_rooms")
         return listed.rooms[0].metadata
-
-    def _metadata(self, join: CallJoin, r: Resolution) -> PersonaMetadata:
-        return PersonaMetadata(
-            persona=r.persona,
-            status=r.status,
-            source=r.source,
-            caller=r.number,
-            lookup=r.lookup,
-            call_id=join.call_id,
-            resolved_at=utc_now_iso(),
-        )

@@ -78,7 +78,7 @@ def main() -> None:
             flush=True,
         )
         signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.alive() for p in processes) and livekit.proc and livekit.proc.poll() is None:
+        while all(p.alive() for p in processes) and livekit.process and livekit.process.alive():
             time.sleep(0.5)
         for p in processes:
             if not p.alive():

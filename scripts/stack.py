@@ -147,8 +147,7 @@ class LiveKitServer:
 
     config: ServerConfig
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
+    process: ManagedProcess | None = None
     _config_file: Path | None = None
 
     @property
@@ -165,36 +164,19 @@ class LiveKitServer:
         with os.fdopen(fd, "w") as f:
             f.write(render_server_config(self.config))
         self._config_file = Path(name)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                "--dev",
-                "--config",
-                name,
-                "--bind",
-                "127.0.0.1",
-                "--node-ip",
-                "127.0.0.1",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        argv = [str(binary), "--dev", "--config", name, "--bind", "127.0.0.1"]
+        self.process = ManagedProcess(
+            "livekit-server",
+            [*argv, "--node-ip", "127.0.0.1"],
+            self.log_path,
+            ready_url=self.http_url,
         )
-        wait_http(self.http_url, timeout, self.proc)
+        self.process.start(timeout)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log is not None:
-            self._log.close()
+        if self.process is not None:
+            self.process.stop()
         if self._config_file is not None:
             self._config_file.unlink(missing_ok=True)
 

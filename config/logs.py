@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -40,8 +41,16 @@ def configure_logging(
     *,
     service: str = "dispatcher",
     stream: TextIO | None = None,
+    through_stdlib: bool = False,
+    cache: bool = True,
 ) -> None:
-    """Configure structlog (and stdlib logging through it) to write one JSON object per line."""
+    """Configure structlog to write one JSON object per line, and render stdlib records alike.
+
+    `through_stdlib` routes structlog events through stdlib logging: the agent worker needs it,
+    since livekit-agents forwards its job processes' stdlib records to the parent. The
+    dispatcher writes directly, which costs a fraction of the time per event. `cache=False`
+    lets tests reconfigure the output of loggers already in use.
+    """
     stream = stream or sys.stdout
     numeric = _LEVELS.get(level, 20)
     shared = [*_shared_processors(), _add_service(service)]
@@ -50,20 +59,26 @@ def configure_logging(
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
 
-    # Application events go through stdlib so that one handler orders them with library records
-    # (and so that livekit-agents can forward job-process records to the parent).
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
-    )
+    if through_stdlib:
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(numeric),
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            cache_logger_on_first_use=cache,
+        )
+    else:
+        structlog.configure(
+            processors=[*shared, structlog.processors.format_exc_info, renderer],
+            wrapper_class=structlog.make_filtering_bound_logger(numeric),
+            logger_factory=structlog.WriteLoggerFactory(file=stream),
+            cache_logger_on_first_use=cache,
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_forwarded_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -82,6 +97,16 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
+def _drop_forwarded_message(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # livekit-agents forwards job-process records with `message` set to the formatted text,
+    # which repeats `event`.
+    if event_dict.get("message") == event_dict.get("event"):
+        event_dict.pop("message", None)
+    return event_dict
+
+
 def _add_service(service: str) -> Any:
     def add(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         event_dict.setdefault("service", service)
@@ -92,4 +117,25 @@ def _add_service(service: str) -> Any:
 
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; `event` names are fixed strings, variable parts are fields."""
-    return structlog.stdlib.get_logger(name)
+    return structlog.get_logger(name)
+
+
+def configure_forwarded_logging(level: str = "info", *, service: str = "agent") -> None:
+    """Configure structlog in a livekit-agents job process, whose root handler forwards stdlib
+    records to the worker process: events become plain records (event name as the message,
+    fields as `extra`) that the worker's `configure_logging` formatter renders."""
+    numeric = _LEVELS.get(level, 20)
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            _add_service(service),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.render_to_log_kwargs,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    logging.getLogger().setLevel(numeric)
+    for noisy in ("asyncio", "livekit"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -20,7 +20,7 @@ import orjson
 from livekit import api
 
 from config.logs import configure_logging
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, SettingsError, load_settings, read_environment
 from dispatcher.caller import (
     ATTR_CALL_ID,
     ATTR_CALLER,
@@ -29,7 +29,7 @@ from dispatcher.caller import (
     detect_numbers,
     normalise_number,
 )
-from dispatcher.contract import PersonaMetadata, encode_room_metadata, utc_now_iso
+from dispatcher.contract import encode_room_metadata
 from dispatcher.persona_resolver import Resolution
 from dispatcher.room_setup import CallJoin, LiveKitUnavailable, RoomGone, SetupResult
 from dispatcher.service import number_format, open_clients
@@ -87,17 +87,19 @@ class Outcome:
         }
 
 
-def parse_args(argv: list[str] | None, settings_default_caller: str | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="persona-dispatch-call", description=__doc__)
     parser.add_argument(
         "--number",
-        default=settings_default_caller or TEST_NUMBER,
         help="the caller number whose persona to use (default DEFAULT_CALLER, else 8655701159)",
     )
     parser.add_argument("--room", help="room name (default a fresh call_<number>_<suffix>)")
     parser.add_argument("--agent", help="agent name to dispatch (default AGENT_NAME)")
     parser.add_argument("--dry-run", action="store_true", help="resolve and print; touch nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--env-file", default=".env", help="settings file read under the environment (.env)"
+    )
     return parser.parse_args(argv)
 
 
@@ -129,15 +131,10 @@ async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outc
                 party, room, "", settings.persona_lookup, number_format(settings)
             )
             resolution = await clients.resolver.resolve(numbers)
-            meta = PersonaMetadata(
-                persona=resolution.persona,
-                status=resolution.status,
-                source=resolution.source,
-                caller=resolution.number,
-                lookup=resolution.lookup,
-                resolved_at=utc_now_iso(),
+            encoded = encode_room_metadata(
+                "", resolution.metadata(), settings.metadata_budget_bytes
             )
-            size = len(encode_room_metadata("", meta, settings.metadata_budget_bytes).encode())
+            size = len(encoded.encode())
             return Outcome(number, room, resolution, None, size, None, _ms(started))
         try:
             async with asyncio.timeout(settings.livekit.api_timeout_s):
@@ -203,12 +200,13 @@ def render(o: Outcome, settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(read_environment(args.env_file))
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETTINGS
-    args = parse_args(argv, settings.default_caller)
+    args.number = args.number or settings.default_caller or TEST_NUMBER
     number = normalise_number(args.number, number_format(settings))
     if number is None:
         print(f"error: {args.number!r} is not a phone number", file=sys.stderr)

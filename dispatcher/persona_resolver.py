@@ -12,7 +12,14 @@ import orjson
 
 from config.logs import get_logger
 from dispatcher.caller import DetectedNumber
-from dispatcher.contract import DEFAULT_PERSONA, Lookup, Persona, Status
+from dispatcher.contract import (
+    DEFAULT_PERSONA,
+    Lookup,
+    Persona,
+    PersonaMetadata,
+    Status,
+    utc_now_iso,
+)
 from dispatcher.persona_api import (
     PersonaApiClient,
     PersonaNotFound,
@@ -41,6 +48,18 @@ class Resolution:
     lookup: Lookup
     duration_ms: float
     fallback_reason: FallbackReason | None = None
+
+    def metadata(self, call_id: str | None = None) -> PersonaMetadata:
+        """The contract's room-metadata value for this resolution."""
+        return PersonaMetadata(
+            persona=self.persona,
+            status=self.status,
+            source=self.source,
+            caller=self.number,
+            lookup=self.lookup,
+            call_id=call_id,
+            resolved_at=utc_now_iso(),
+        )
 
 
 class PersonaFiles:

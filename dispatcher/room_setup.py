@@ -22,9 +22,9 @@ from dispatcher.contract import (
     PersonaTooLarge,
     dispatch_metadata,
     encode_room_metadata,
-    utc_now_iso,
 )
-from dispatcher.persona_resolver import PersonaResolver, Resolution
+from dispatcher.livekit_rooms import LiveKitRooms
+from dispatcher.persona_resolver import PersonaResolver
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class SetupPolicy:
 class CallSetup:
     """One per process. Deduplicates by event id and by room (single flight per room)."""
 
-    def __init__(self, lk: api.LiveKitAPI, resolver: PersonaResolver, policy: SetupPolicy) -> None:
+    def __init__(self, lk: LiveKitRooms, resolver: PersonaResolver, policy: SetupPolicy) -> None:
         self._lk = lk
         self._resolver = resolver
         self._policy = policy
@@ -188,9 +188,10 @@ class CallSetup:
 
         # The room's current metadata (the webhook's copy may be stale) is read while the persona
         # resolves, so keeping other components' keys costs no extra wait on a cache miss.
+        lk = self._lk.for_room(join.room)
         resolving = asyncio.create_task(self._resolver.resolve(numbers))
         try:
-            room_metadata = await self._current_metadata(join.room)
+            room_metadata = await self._current_metadata(lk, join.room)
             resolution = await resolving
         finally:
             resolving.cancel()  # only matters when the room read failed
@@ -202,7 +203,7 @@ class CallSetup:
             lookup=resolution.lookup,
             duration_ms=round(resolution.duration_ms, 1),
         )
-        meta = self._metadata(join, resolution)
+        meta = resolution.metadata(join.call_id)
         try:
             encoded = encode_room_metadata(room_metadata, meta, p.metadata_budget)
         except PersonaTooLarge as e:
@@ -214,7 +215,7 @@ class CallSetup:
         t = time.perf_counter()
         await self._call(
             "update_room_metadata",
-            self._lk.room.update_room_metadata(
+            lk.room.update_room_metadata(
                 api.UpdateRoomMetadataRequest(room=join.room, metadata=encoded)
             ),
         )
@@ -223,9 +224,7 @@ class CallSetup:
         log.info("room.metadata_written", bytes=size, duration_ms=steps["metadata"])
 
         t = time.perf_counter()
-        existing = await self._call(
-            "list_dispatch", self._lk.agent_dispatch.list_dispatch(join.room)
-        )
+        existing = await self._call("list_dispatch", lk.agent_dispatch.list_dispatch(join.room))
         ours = [d for d in existing if d.agent_name == p.agent_name]
         if ours:
             dispatch_id, dispatched, reason = ours[0].id, False, "already_dispatched"
@@ -238,21 +237,23 @@ class CallSetup:
         else:
             created = await self._call(
                 "create_dispatch",
-                self._lk.agent_dispatch.create_dispatch(
+                lk.agent_dispatch.create_dispatch(
                     api.CreateAgentDispatchRequest(
                         room=join.room, agent_name=p.agent_name, metadata=dispatch_metadata(meta)
                     )
                 ),
             )
             dispatch_id, dispatched, reason = created.id, True, "created"
-        steps["dispatch"] = _ms_since(t)
-        if dispatched:
             log.info(
                 "agent.dispatched",
                 agent_name=p.agent_name,
                 dispatch_id=dispatch_id,
-                duration_ms=steps["dispatch"],
+                duration_ms=_ms_since(t),
             )
+            winner = await self._settle(lk, join.room, created)
+            if winner.id != created.id:
+                dispatch_id, dispatched, reason = winner.id, False, "lost_race"
+        steps["dispatch"] = _ms_since(t)
         result = SetupResult(
             join.room,
             dispatch_id,
@@ -272,21 +273,28 @@ class CallSetup:
         )
         return result
 
-    async def _current_metadata(self, room: str) -> str:
+    async def _settle(
+        self, lk: api.LiveKitAPI, room: str, ours: api.AgentDispatch
+    ) -> api.AgentDispatch:
+        """Another replica may have created a dispatch between our check and our create: all
+        replicas keep the earliest one and delete their own otherwise, which ends its job."""
+        listed = await self._call("list_dispatch", lk.agent_dispatch.list_dispatch(room))
+        mine = [d for d in listed if d.agent_name == self._policy.agent_name] or [ours]
+        winner = min(mine, key=lambda d: (d.state.created_at, d.id))
+        if winner.id != ours.id:
+            await self._call("delete_dispatch", lk.agent_dispatch.delete_dispatch(ours.id, room))
+            log.warning(
+                "agent.dispatch_deduplicated",
+                kept=winner.id,
+                deleted=ours.id,
+                dispatches=len(mine),
+            )
+        return winner
+
+    async def _current_metadata(self, lk: api.LiveKitAPI, room: str) -> str:
         listed = await self._call(
-            "list_rooms", self._lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            "list_rooms", lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
         )
         if not listed.rooms:
             raise RoomGone("list_rooms")
         return listed.rooms[0].metadata
-
-    def _metadata(self, join: CallJoin, r: Resolution) -> PersonaMetadata:
-        return PersonaMetadata(
-            persona=r.persona,
-            status=r.status,
-            source=r.source,
-            caller=r.number,
-            lookup=r.lookup,
-            call_id=join.call_id,
-            resolved_at=utc_now_iso(),
-        )

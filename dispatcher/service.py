@@ -11,6 +11,7 @@ from livekit import api
 
 from config.settings import Settings
 from dispatcher.caller import NumberFormat
+from dispatcher.livekit_rooms import LiveKitRooms
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
@@ -58,9 +59,11 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
         else None
     )
     resolver = build_resolver(settings, persona_api)
-    lk = api.LiveKitAPI(settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret)
+    rooms = LiveKitRooms(
+        settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
+    )
     setup = CallSetup(
-        lk,
+        rooms,
         resolver,
         SetupPolicy(
             agent_name=settings.agent_name,
@@ -74,9 +77,9 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
         ),
     )
     try:
-        yield Clients(resolver, setup, lk)
+        yield Clients(resolver, setup, rooms.server)
     finally:
         await resolver.aclose()
         if persona_api is not None:
             await persona_api.close()
-        await lk.aclose()
+        await rooms.aclose()

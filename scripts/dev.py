@@ -12,6 +12,7 @@ import signal
 import time
 
 from config.server_config import DEV_API_KEY, DEV_API_SECRET
+from scripts.agent_worker import AgentWorker, start_agent_worker
 from scripts.stack import ROOT, ManagedProcess, start_dispatcher, start_livekit_server, tail
 
 
@@ -29,6 +30,13 @@ def main() -> None:
         default=os.environ.get("PERSONA_API_BASE", "off"),
         help="persona API base URL, or 'off' for file personas only (default)",
     )
+    parser.add_argument(
+        "--agent-stack",
+        default=os.environ.get("AGENT_STACK", "fake"),
+        choices=("fake", "openai-realtime", "pipeline", "none"),
+        help="the agent worker's model stack; 'fake' (default) speaks the persona's lines as a "
+        "tone and needs no API key, 'none' starts no agent",
+    )
     args = parser.parse_args()
     logs = ROOT / "var" / "log" / "dev"
     dispatcher_url = f"http://127.0.0.1:{args.port}"
@@ -43,19 +51,34 @@ def main() -> None:
         "LIVEKIT_API_SECRET": os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
         "PERSONA_API_BASE": args.persona_api,
     }
+    # The operator tools read the same settings from this file (`--env-file`).
+    env_file = ROOT / "var" / "dev.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     processes: list[ManagedProcess] = []
+    worker: AgentWorker | None = None
     try:
         processes.append(start_dispatcher(args.port, env, logs / "dispatcher.log"))
+        if args.agent_stack != "none":
+            worker = start_agent_worker(
+                livekit,
+                logs,
+                AGENT_STACK=args.agent_stack,
+                AGENT_MAX_JOBS="0",
+                TRANSCRIPT_PATH=str(ROOT / "conversations" / "transcripts.jsonl"),
+            )
         print(
             f"livekit-server  {livekit.ws_url}  (key {DEV_API_KEY}, secret {DEV_API_SECRET})\n"
             f"dispatcher      {dispatcher_url}/webhooks/livekit  persona API: {args.persona_api}\n"
+            f"agent           {args.agent_stack} stack, "
+            f"{'registered' if worker else 'not started'}\n"
             f"logs            {logs}/\n"
-            "Try: .venv/bin/python -m scripts.dispatch_call --number 8655701159\n"
+            f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {env_file} "
+            "--number 8655701159\n"
             "Ctrl-C stops everything.",
             flush=True,
         )
         signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.alive() for p in processes) and livekit.proc and livekit.proc.poll() is None:
+        while all(p.alive() for p in processes) and livekit.process and livekit.process.alive():
             time.sleep(0.5)
         for p in processes:
             if not p.alive():
@@ -63,6 +86,8 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if worker is not None:
+            worker.stop()
         for p in processes:
             p.stop()
         livekit.stop()

@@ -175,8 +175,7 @@ class LiveKitServer:
 
     config: ServerConfig
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
+    process: ManagedProcess | None = None
     _config_file: Path | None = None
 
     @property
@@ -193,36 +192,19 @@ class LiveKitServer:
         with os.fdopen(fd, "w") as f:
             f.write(render_server_config(self.config))
         self._config_file = Path(name)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                "--dev",
-                "--config",
-                name,
-                "--bind",
-                "127.0.0.1",
-                "--node-ip",
-                "127.0.0.1",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        argv = [str(binary), "--dev", "--config", name, "--bind", "127.0.0.1"]
+        self.process = ManagedProcess(
+            "livekit-server",
+            [*argv, "--node-ip", "127.0.0.1"],
+            self.log_path,
+            ready_url=self.http_url,
         )
-        wait_http(self.http_url, timeout, self.proc)
+        self.process.start(timeout)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log is not None:
-            self._log.close()
+        if self.process is not None:
+            self.process.stop()
         if self._config_file is not None:
             self._config_file.unlink(missing_ok=True)
 
@@ -233,20 +215,35 @@ def start_livekit_server(
     redis_address: str | None = None,
     log_path: Path | None = None,
     fixed_ports: bool = False,
+    attempts: int = 3,
 ) -> LiveKitServer:
-    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`)."""
-    if fixed_ports:
-        cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
-    else:
-        cfg = ServerConfig(
-            port=free_port(),
-            rtc_tcp_port=free_port(),
-            rtc_udp_port=free_port(socket.SOCK_DGRAM),
-            webhook_urls=webhook_urls,
-            redis_address=redis_address,
-        )
+    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`).
+
+    A port found free can be taken by another process before the server binds it; the server
+    then exits, and is started again on other ports.
+    """
     log = log_path or ROOT / "var" / "log" / "livekit-server.log"
-    return LiveKitServer(cfg, log).start()
+    for attempt in range(1, attempts + 1):
+        if fixed_ports:
+            cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
+        else:
+            cfg = ServerConfig(
+                port=free_port(),
+                rtc_tcp_port=free_port(),
+                rtc_udp_port=free_port(socket.SOCK_DGRAM),
+                webhook_urls=webhook_urls,
+                redis_address=redis_address,
+            )
+        server = LiveKitServer(cfg, log)
+        try:
+            return server.start()
+        except (RuntimeError, TimeoutError):
+            server.stop()
+            if fixed_ports or attempt == attempts:
+                raise RuntimeError(
+                    f"livekit-server did not start; {log} ends with:\n{tail(log, 5)}"
+                ) from None
+    raise AssertionError("unreachable")
 
 
 def stop_process(

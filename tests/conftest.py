@@ -41,9 +41,9 @@ class LogCapture:
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     capture = LogCapture()
-    configure_logging("debug", "json", stream=capture.stream)
+    configure_logging("debug", "json", stream=capture.stream, cache=False)
     yield capture
-    configure_logging("info", "json")
+    configure_logging("info", "json", cache=False)
 
 
 @pytest.fixture

@@ -64,7 +64,13 @@ async def test_sip_join_writes_persona_then_dispatches_once(
     assert meta.source == "api"
     assert orjson.loads(fake_lk.rooms["call_1"])["crm"] == "keep me"
     assert [d.id for d in fake_lk.agent_dispatches("call_1", "friday")] == [body["dispatch_id"]]
-    assert fake_lk.calls == ["ListRooms", "UpdateRoomMetadata", "ListDispatch", "CreateDispatch"]
+    assert fake_lk.calls == [
+        "ListRooms",
+        "UpdateRoomMetadata",
+        "ListDispatch",
+        "CreateDispatch",
+        "ListDispatch",  # settles a race with another replica
+    ]
     dispatch_meta = orjson.loads(fake_lk.dispatches["call_1"][0].metadata)
     assert dispatch_meta["caller"] == "8655701159"
     assert dispatch_meta["persona_version"] == 1
@@ -234,6 +240,27 @@ async def test_another_replica_finds_the_existing_dispatch(
     assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
 
 
+async def test_replicas_racing_on_one_call_settle_on_one_dispatch(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    logs: LogCapture,
+) -> None:
+    """Two processes both see no dispatch and both create one: the later one deletes its own."""
+    fake_lk.add_room("call_1")
+    fake_lk.delay_s["CreateDispatch"] = 0.1  # both list before either has created
+    body = participant_joined("call_1")
+    replicas = [await aiohttp_client(create_app(make_settings())) for _ in range(2)]
+    results = await asyncio.gather(*(post(r, body) for r in replicas))
+    assert sorted(a["status"] for _, a in results) == ["dispatched", "lost_race"]
+    kept = fake_lk.agent_dispatches("call_1", "friday")
+    assert len(kept) == 1
+    assert {a["dispatch_id"] for _, a in results} == {kept[0].id}
+    assert len(fake_lk.deleted) == 1
+    assert fake_lk.deleted[0] != kept[0].id
+    assert logs.named("agent.dispatch_deduplicated")[0]["kept"] == kept[0].id
+
+
 async def test_room_finished_releases_room_state(client: Client, fake_lk: FakeLiveKit) -> None:
     fake_lk.add_room("call_1")
     await post(client, participant_joined("call_1"))
@@ -387,6 +414,23 @@ async def test_garbage_payload_falls_back(
     _, answer = await post(client, participant_joined("call_1"))
     assert answer["persona_status"] == "default"
     assert persona_state.requests == 1  # a 200 with garbage is not retried
+
+
+async def test_oversized_payload_is_refused_and_falls_back(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+    logs: LogCapture,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(PERSONA_MAX_BYTES="2048")))
+    fake_lk.add_room("call_1")
+    persona_state.extra["9111111111"] = {
+        "campaigns": [{"voiceAgents": [{"persona": {"personality": "p" * 4000}}]}]
+    }
+    _, answer = await post(client, participant_joined("call_1", number="9111111111"))
+    assert answer["persona_status"] == "default"
+    assert "over 2048" in logs.named("persona.upstream_error")[0]["error"]
 
 
 async def test_api_unreachable_falls_back_to_default(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import uvloop
 from aiohttp import web
 
 from config.logs import configure_logging, get_logger
@@ -26,6 +27,8 @@ def main() -> None:
         persona_api=settings.persona_api_base or "off",
         lookup=",".join(settings.persona_lookup),
     )
+    # uvloop roughly halves the event loop's share of each webhook's CPU time.
+    uvloop.install()
     web.run_app(
         create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None
     )

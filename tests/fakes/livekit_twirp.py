@@ -20,6 +20,7 @@ class FakeLiveKit:
     calls: list[str] = field(default_factory=list)
     fail: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
     delay_s: dict[str, float] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_room(self, name: str, metadata: str = "") -> None:
@@ -67,14 +68,25 @@ async def twirp(request: web.Request) -> web.Response:
         )
     if method == "CreateDispatch":
         creq = api.CreateAgentDispatchRequest.FromString(body)
+        n = next(fake._ids)
         d = api.AgentDispatch(
-            id=f"AD_fake{next(fake._ids)}",
+            id=f"AD_fake{n}",
             agent_name=creq.agent_name,
             room=creq.room,
             metadata=creq.metadata,
+            state=api.AgentDispatchState(created_at=n),
         )
         fake.dispatches.setdefault(creq.room, []).append(d)
         return _proto(d)
+    if method == "DeleteDispatch":
+        dreq = api.DeleteAgentDispatchRequest.FromString(body)
+        kept = [d for d in fake.dispatches.get(dreq.room, []) if d.id != dreq.dispatch_id]
+        deleted = [d for d in fake.dispatches.get(dreq.room, []) if d.id == dreq.dispatch_id]
+        if not deleted:
+            return _error(404, "not_found", "dispatch ID not found")
+        fake.dispatches[dreq.room] = kept
+        fake.deleted.append(dreq.dispatch_id)
+        return _proto(deleted[0])
     return _error(404, "bad_route", method)
 
 

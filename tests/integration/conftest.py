@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from scripts.agent_worker import AgentWorker, start_agent_worker
 from scripts.stack import ROOT
 from tests.integration.stack import Stack, start_stack
 
@@ -15,11 +16,19 @@ from tests.integration.stack import Stack, start_stack
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = ROOT / "var" / "log" / "integration"
-    for old in log_dir.glob("*.log"):
+    for old in [*log_dir.glob("*.log"), *log_dir.glob("*.jsonl")]:
         old.unlink()
     s = start_stack(log_dir, tmp_path_factory.mktemp("stack"))
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack) -> Iterator[AgentWorker]:
+    """The agent worker (fake model stack) registered with the session's livekit-server."""
+    w = start_agent_worker(stack.livekit, ROOT / "var" / "log" / "integration")
+    yield w
+    w.stop()
 
 
 @pytest.fixture

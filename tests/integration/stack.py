@@ -136,17 +136,23 @@ class Stack:
         self.recorder.stop()
 
 
-def start_stack(log_dir: Path, work: Path, dispatcher_env: dict[str, str] | None = None) -> Stack:
-    """Start everything; the caller stops it."""
+def start_stack(
+    log_dir: Path,
+    work: Path,
+    dispatcher_env: dict[str, str] | None = None,
+    replicas: int = 1,
+) -> Stack:
+    """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook."""
     log_dir.mkdir(parents=True, exist_ok=True)
     mapping = work / "user-mapping"
     shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
-    persona_port, dispatcher_port = free_port(), free_port()
+    persona_port = free_port()
+    ports = [free_port() for _ in range(replicas)]
     recorder = WebhookRecorder()
     persona = start_fake_persona_api(persona_port, log_dir / "fake-persona-api.log")
-    dispatcher_url = f"http://127.0.0.1:{dispatcher_port}"
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
     livekit = start_livekit_server(
-        webhook_urls=(dispatcher_url + "/webhooks/livekit", recorder.url),
+        webhook_urls=(*(u + "/webhooks/livekit" for u in urls), recorder.url),
         log_path=log_dir / "livekit-server.log",
     )
     env = {
@@ -155,21 +161,27 @@ def start_stack(log_dir: Path, work: Path, dispatcher_env: dict[str, str] | None
         "LIVEKIT_API_SECRET": DEV_API_SECRET,
         "PERSONA_API_BASE": f"http://127.0.0.1:{persona_port}/mobile",
         "USER_MAPPING_DIR": str(mapping),
-        "PERSONA_DEADLINE_S": "2",
-        "PERSONA_ATTEMPT_TIMEOUT_S": "0.5",
+        "PERSONA_DEADLINE_S": "3",
+        "PERSONA_ATTEMPT_TIMEOUT_S": "2",
         "PERSONA_CACHE_TTL_S": "0.5",
         "LOG_LEVEL": "info",
         **(dispatcher_env or {}),
     }
-    dispatcher = start_dispatcher(dispatcher_port, env, log_dir / "dispatcher.log")
+    dispatchers = [
+        start_dispatcher(
+            port, env, log_dir / ("dispatcher.log" if i == 0 else f"dispatcher-{i}.log")
+        )
+        for i, port in enumerate(ports)
+    ]
     return Stack(
         livekit,
-        dispatcher,
+        dispatchers[0],
         persona,
         recorder,
-        dispatcher_url,
+        urls[0],
         f"http://127.0.0.1:{persona_port}",
         mapping,
+        extra=dispatchers[1:],
     )
 
 

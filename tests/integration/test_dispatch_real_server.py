@@ -74,6 +74,11 @@ async def test_replayed_webhook_gives_no_second_dispatch(
     caller = await join_sip(persona_api, room, "9000000002")
     try:
         await eventually(lambda: agent_dispatches(lk, room, AGENT), 5, "a dispatch")
+        await eventually(
+            lambda: persona_api.dispatcher_events(event="call.setup_done", room=room),
+            5,
+            "the set-up to finish",
+        )
         recorded = await eventually(
             lambda: persona_api.recorder.find("participant_joined", room),
             5,
@@ -115,7 +120,7 @@ async def test_persona_api_down_still_dispatches_within_deadline(
             assert meta is not None
             assert meta.status in (status, "stale")
             assert len(await agent_dispatches(lk, room, AGENT)) == 1
-            assert elapsed < 2 + 2.0  # the persona deadline (2 s) plus set-up and polling margin
+            assert elapsed < 3 + 2.0  # the persona deadline (3 s) plus set-up and polling margin
         finally:
             await caller.disconnect()
 

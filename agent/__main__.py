@@ -1,0 +1,84 @@
+"""`persona-agent`: run the agent worker in production (`start`) mode.
+
+Not livekit-agents' `dev`/`console` modes: those send turn detection to a hosted service, and this
+worker keeps every model call explicit (see agent/models.py). The first SIGINT/SIGTERM drains
+running calls (up to `AGENT_DRAIN_TIMEOUT_S`), a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from livekit.agents import AgentServer
+
+from agent.models import validate_stack
+from agent.worker import create_server
+from config.agent_settings import AgentSettings, load_agent_settings
+from config.logs import configure_logging, get_logger
+from config.settings import SettingsError
+
+log = get_logger("agent")
+
+
+async def serve(server: AgentServer, settings: AgentSettings) -> int:
+    """Run `server` until a signal (then drain and close) or until it fails."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+    running = asyncio.create_task(server.run(devmode=False), name="agent-worker")
+    stopping = asyncio.create_task(stop.wait(), name="agent-stop")
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        stopping.cancel()
+        error = running.exception()
+        log.error("worker.failed", error=repr(error))
+        await server.aclose()
+        return 1
+
+    log.info("worker.draining", timeout_s=settings.drain_timeout_s)
+    try:
+        await server.drain(timeout=settings.drain_timeout_s)
+    except TimeoutError:
+        log.warning("worker.drain_timeout")
+    await server.aclose()
+    await asyncio.gather(running, return_exceptions=True)
+    log.info("worker.stopped")
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = load_agent_settings()
+        validate_stack(settings)
+    except SettingsError as e:
+        print(f"persona-agent: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, service="agent")
+    # The framework's own job lifecycle records (registration, job received, job ended).
+    logging.getLogger("livekit.agents").setLevel(settings.log_level.upper())
+    # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that
+    # no stack here uses; the pipeline's Silero VAD is loaded per job process by its setup.
+    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    log.info(
+        "worker.starting",
+        agent_name=settings.agent_name,
+        stack=settings.stack,
+        livekit_url=settings.livekit.url,
+    )
+    return asyncio.run(serve(create_server(settings), settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

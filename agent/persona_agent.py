@@ -1,0 +1,68 @@
+"""The voice agent of one call: the persona's instructions, its welcome line and `end_call`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from livekit.agents import Agent, RunContext, function_tool
+from livekit.agents.voice import SpeechHandle
+
+from agent.transcript import TranscriptLog
+from config.logs import get_logger
+from dispatcher.contract import Persona
+
+log = get_logger(__name__)
+
+GREETING_INSTRUCTIONS = "Greet the caller in one short sentence and ask how you can help."
+
+
+class CallControl(Protocol):
+    """How the agent ends the call it is in."""
+
+    async def hang_up(self, reason: str) -> None: ...
+
+
+class PersonaAgent(Agent):
+    """An agent whose every word comes from the persona resolved before dispatch."""
+
+    def __init__(self, persona: Persona, *, call: CallControl, transcript: TranscriptLog) -> None:
+        super().__init__(instructions=persona.instructions)
+        self.persona = persona
+        self._call = call
+        self._transcript = transcript
+        self._ending: asyncio.Task[None] | None = None
+
+    async def on_enter(self) -> None:
+        if self.persona.welcome:
+            # A caller's "hello?" at pick-up must not cut the persona's first words.
+            self.session.say(self.persona.welcome, allow_interruptions=False)
+        else:
+            self.session.generate_reply(instructions=GREETING_INSTRUCTIONS)
+
+    @function_tool
+    async def end_call(self, context: RunContext[Any]) -> None:
+        """End the phone call. Call this when the caller says goodbye or clearly has nothing
+        more to ask; do not call it when they ask to hold, wait or be transferred."""
+        if self._ending is not None:
+            return None
+        closing = (
+            self.session.say(self.persona.closing, allow_interruptions=False)
+            if self.persona.closing
+            else None
+        )
+        # Hanging up from inside the tool would cut the closing line (it plays after the tool
+        # returns), so a task waits for its playout first.
+        self._ending = asyncio.create_task(self._hang_up_after(closing), name="end_call")
+        return None
+
+    async def _hang_up_after(self, closing: SpeechHandle | None) -> None:
+        if closing is not None:
+            await closing.wait_for_playout()
+        log.info("call.ending", room=self._transcript.room, call_id=self._transcript.call_id)
+        await self._call.hang_up("end_call")
+
+    @property
+    def ending(self) -> asyncio.Task[None] | None:
+        """The hang-up in progress once `end_call` ran (tests await it)."""
+        return self._ending

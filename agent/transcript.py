@@ -1,0 +1,83 @@
+"""The call transcript: JSON lines (persona applied, turns, tool calls, end of call) per session."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from livekit.agents import llm
+from livekit.agents.voice import AgentSession
+from livekit.agents.voice.events import (
+    CloseEvent,
+    ConversationItemAddedEvent,
+    FunctionToolsExecutedEvent,
+)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON object as a line; one `write` on an O_APPEND file, so lines never mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = orjson.dumps(record, default=str) + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TranscriptLog:
+    """Appends one call's events to the transcript file, each tagged with `room` and `call_id`."""
+
+    def __init__(self, path: Path, *, room: str, call_id: str | None) -> None:
+        self.path = path
+        self.room = room
+        self.call_id = call_id
+
+    def write(self, event: str, **fields: Any) -> None:
+        append_jsonl(
+            self.path,
+            {"ts": _now(), "event": event, "room": self.room, "call_id": self.call_id, **fields},
+        )
+
+    def attach(self, session: AgentSession[Any]) -> None:
+        """Record the session's turns, tool calls and its end."""
+        session.on("conversation_item_added", self._on_item)
+        session.on("function_tools_executed", self._on_tools)
+        session.on("close", self._on_close)
+
+    def _on_item(self, ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        self.write(
+            "turn",
+            role=item.role,
+            text=item.text_content or "",
+            interrupted=item.interrupted,
+        )
+
+    def _on_tools(self, ev: FunctionToolsExecutedEvent) -> None:
+        outputs = {o.call_id: o for o in ev.function_call_outputs}
+        for call in ev.function_calls:
+            out = outputs.get(call.call_id)
+            self.write(
+                "tool.called",
+                name=call.name,
+                arguments=call.arguments,
+                output=out.output if out is not None else None,
+                is_error=out.is_error if out is not None else False,
+            )
+
+    def _on_close(self, ev: CloseEvent) -> None:
+        self.write(
+            "call.ended",
+            reason=ev.reason.value,
+            error=str(ev.error.error) if ev.error is not None else None,
+        )

@@ -1,0 +1,140 @@
+"""The livekit-agents worker: registers under `AGENT_NAME` and runs one `PersonaAgent` per job.
+
+Jobs run in child processes: the entrypoint and the process setup are picklable objects holding
+the (frozen) settings, so each child gets exactly the worker's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from livekit.agents import AgentServer, JobContext, JobProcess
+
+from agent.models import StackFactory, new_session, preload_models, stack_factory
+from agent.persona import AppliedPersona, parse_dispatch_metadata, resolve_persona
+from agent.persona_agent import PersonaAgent
+from agent.transcript import TranscriptLog
+from config.agent_settings import AgentSettings
+from config.logs import configure_forwarded_logging, get_logger, mask_number
+
+log = get_logger(__name__)
+
+FactoryMaker = Callable[[AgentSettings, dict[str, Any]], StackFactory]
+
+
+class RoomCallControl:
+    """Ends a call by deleting its room: that disconnects the SIP participant (the caller's line
+    hangs up) and every other participant, then ends the job."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+
+    async def hang_up(self, reason: str) -> None:
+        await self._ctx.delete_room()
+        log.info("call.hung_up", reason=reason)
+        self._ctx.shutdown(reason=reason)
+
+
+class JobProcessSetup:
+    """Runs once in each job process before it takes a job: logging, then per-process models."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+
+    def __call__(self, proc: JobProcess) -> None:
+        configure_forwarded_logging(self.settings.log_level, service="agent")
+        proc.userdata["models"] = preload_models(self.settings)
+
+
+class JobEntrypoint:
+    """The `rtc_session` entrypoint: persona first, then the session built for it."""
+
+    def __init__(self, settings: AgentSettings, make_factory: FactoryMaker = stack_factory) -> None:
+        self.settings = settings
+        self.make_factory = make_factory
+
+    async def __call__(self, ctx: JobContext) -> None:
+        factory = self.make_factory(self.settings, ctx.proc.userdata.get("models", {}))
+        await run_call(ctx, self.settings, factory)
+
+
+def log_applied(applied: AppliedPersona, *, room: str, unmasked: bool) -> None:
+    """`persona.applied` (and `persona.missing` first when the default had to be used)."""
+    log = get_logger(__name__)
+    if applied.is_default:
+        # The dispatcher guarantees a persona before dispatch: this is its bug, not the caller's.
+        log.warning("persona.missing", room=room, problems=list(applied.problems))
+    log.info(
+        "persona.applied",
+        room=room,
+        caller=mask_number(applied.meta.caller, unmasked=unmasked),
+        **applied.log_fields(),
+    )
+
+
+async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFactory) -> None:
+    """One call: resolve the persona from room metadata, then start the agent in the room."""
+    room = ctx.job.room.name
+    structlog.contextvars.bind_contextvars(room=room, job_id=ctx.job.id)
+    applied = await resolve_persona(
+        job_room_metadata=ctx.job.room.metadata,
+        room=ctx.room,
+        connect=ctx.connect,
+        wait_s=settings.persona_wait_s,
+        dispatch=parse_dispatch_metadata(ctx.job.metadata),
+    )
+    meta = applied.meta
+    structlog.contextvars.bind_contextvars(call_id=meta.call_id)
+    log_applied(applied, room=room, unmasked=settings.log_unmasked)
+
+    transcript = TranscriptLog(settings.transcript_path, room=room, call_id=meta.call_id)
+    transcript.write(
+        "persona.applied",
+        caller=mask_number(meta.caller, unmasked=settings.log_unmasked),
+        **applied.log_fields(),
+    )
+    session = new_session(factory(meta.persona))
+    transcript.attach(session)
+
+    @session.on("close")
+    def _on_close(_: object) -> None:
+        # The session ends when the caller hangs up; the job (and its process) must end too.
+        ctx.shutdown(reason="session closed")
+
+    agent = PersonaAgent(meta.persona, call=RoomCallControl(ctx), transcript=transcript)
+    await session.start(agent, room=ctx.room)
+    log.info("agent.started", persona_id=meta.persona.persona_id)
+
+
+class JobCountLoad:
+    """Worker load as the share of `max_jobs` in use."""
+
+    def __init__(self, max_jobs: int) -> None:
+        self.max_jobs = max_jobs
+
+    def __call__(self, server: AgentServer) -> float:
+        return min(len(server.active_jobs) / self.max_jobs, 1.0)
+
+
+def create_server(
+    settings: AgentSettings, make_factory: FactoryMaker = stack_factory
+) -> AgentServer:
+    """The worker for `settings`: explicit dispatch only, under `settings.agent_name`."""
+    lk = settings.livekit
+    server = AgentServer(
+        ws_url=lk.url,
+        api_key=lk.api_key,
+        api_secret=lk.api_secret,
+        host=settings.http_host,
+        port=settings.http_port,
+        num_idle_processes=settings.idle_processes,
+        load_threshold=1.0 if settings.max_jobs else settings.load_threshold,
+        load_fnc=JobCountLoad(settings.max_jobs) if settings.max_jobs else None,
+        drain_timeout=settings.drain_timeout_s,
+        setup_fnc=JobProcessSetup(settings),
+        log_level=settings.log_level.upper(),
+    )
+    server.rtc_session(JobEntrypoint(settings, make_factory), agent_name=settings.agent_name)
+    return server

@@ -1,0 +1,101 @@
+"""Shared pieces of the agent tests (also for the dispatcher-driven tests to reuse)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from livekit import rtc
+
+from agent.fakes import read_records
+from dispatcher.contract import Persona, PersonaMetadata
+
+PIRATE = Persona(
+    instructions="You are Captain Zed, a cheerful pirate who sells boat insurance.",
+    persona_id="persona-pirate",
+    name="Zed",
+    welcome="Ahoy! Captain Zed here, how can I help ye?",
+    closing="Fair winds, and goodbye!",
+    voice="ash",
+    language="en-IN",
+)
+LIBRARIAN = Persona(
+    instructions="You are Maya, a quiet librarian who answers questions about opening hours.",
+    persona_id="persona-librarian",
+    name="Maya",
+    welcome=None,
+    closing="Thank you for calling the library.",
+)
+
+
+def loaded(
+    persona: Persona, *, caller: str = "919876543210", call_id: str = "SCL_1"
+) -> PersonaMetadata:
+    """Contract metadata as the dispatcher writes it for a persona fetched from the API."""
+    return PersonaMetadata(
+        persona=persona,
+        status="loaded",
+        source="api",
+        caller=caller,
+        call_id=call_id,
+        resolved_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+class MetadataRoom(rtc.EventEmitter[str]):
+    """Stands in for `rtc.Room` where only metadata and its change event matter."""
+
+    def __init__(self, metadata: str = "") -> None:
+        super().__init__()
+        self.metadata = metadata
+        self.connects = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+
+    def update(self, metadata: str) -> None:
+        old, self.metadata = self.metadata, metadata
+        self.emit("room_metadata_changed", old, metadata)
+
+
+class RecordingCall:
+    """A `CallControl` that records hang-ups and what the transcript held at that moment."""
+
+    def __init__(self, transcript_path: Path | None = None) -> None:
+        self.reasons: list[str] = []
+        self.transcript_path = transcript_path
+        self.transcript_at_hang_up: list[dict[str, Any]] = []
+        self.hung_up = asyncio.Event()
+
+    async def hang_up(self, reason: str) -> None:
+        self.reasons.append(reason)
+        if self.transcript_path is not None:
+            self.transcript_at_hang_up = read_jsonl(self.transcript_path)
+        self.hung_up.set()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return read_records(path)
+
+
+async def wait_for_records(
+    path: Path,
+    match: Callable[[dict[str, Any]], bool],
+    *,
+    count: int = 1,
+    within_s: float = 20.0,
+) -> list[dict[str, Any]]:
+    """Poll a JSON-lines file until `count` records match; fails with what it saw."""
+    deadline = time.monotonic() + within_s
+    while True:
+        found = [r for r in read_records(path) if match(r)]
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{count} matching records not in {path} within {within_s}s: {read_records(path)}"
+            )
+        await asyncio.sleep(0.05)

@@ -1,0 +1,97 @@
+"""How the agent decides a call's persona from room metadata (no LiveKit server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from agent.persona import AppliedPersona, parse_dispatch_metadata, resolve_persona
+from dispatcher.contract import DEFAULT_PERSONA, encode_room_metadata
+from tests.agent.helpers import PIRATE, MetadataRoom, loaded
+
+pytestmark = pytest.mark.unit
+
+PIRATE_METADATA = encode_room_metadata('{"other": 1}', loaded(PIRATE), 60_000)
+
+
+async def test_persona_in_job_metadata_is_used_without_waiting() -> None:
+    room = MetadataRoom()
+    applied = await resolve_persona(
+        job_room_metadata=PIRATE_METADATA, room=room, connect=room.connect, wait_s=5
+    )
+    assert applied.meta.persona == PIRATE
+    assert (applied.read_from, applied.waited_ms, applied.meta.status) == ("job", 0, "loaded")
+    assert room.connects == 1
+
+
+async def test_persona_in_connected_room_is_used_when_job_copy_lacks_it() -> None:
+    room = MetadataRoom(PIRATE_METADATA)
+    applied = await resolve_persona(job_room_metadata="", room=room, connect=room.connect, wait_s=5)
+    assert applied.meta.persona == PIRATE
+    assert applied.read_from == "room"
+
+
+async def test_persona_written_after_connect_is_waited_for() -> None:
+    room = MetadataRoom('{"other": 1}')
+    asyncio.get_running_loop().call_later(0.1, room.update, PIRATE_METADATA)
+    applied = await resolve_persona(job_room_metadata="", room=room, connect=room.connect, wait_s=5)
+    assert applied.meta.persona == PIRATE
+    assert applied.read_from == "room_update"
+    assert 50 <= applied.waited_ms < 2000
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "not json",
+        '{"other": 1}',
+        '{"persona": {"version": 2, "status": "loaded", "instructions": "x"}}',
+        '{"persona": {"version": 1, "status": "loaded", "instructions": ""}}',
+        '{"persona": {"version": 1, "status": "weird", "instructions": "x"}}',
+    ],
+    ids=["empty", "not-json", "no-key", "wrong-version", "no-instructions", "bad-status"],
+)
+async def test_missing_or_corrupt_persona_gives_the_default_after_a_bounded_wait(raw: str) -> None:
+    room = MetadataRoom(raw)
+    dispatch = parse_dispatch_metadata('{"caller": "919876543210", "call_id": "SCL_9"}')
+    applied = await resolve_persona(
+        job_room_metadata=raw, room=room, connect=room.connect, wait_s=0.1, dispatch=dispatch
+    )
+    assert applied.is_default
+    assert applied.meta.persona == DEFAULT_PERSONA
+    assert applied.meta.status == "default"
+    # Correlation survives: the dispatch metadata still names the call.
+    assert (applied.meta.caller, applied.meta.call_id) == ("919876543210", "SCL_9")
+    assert 100 <= applied.waited_ms < 1000
+    assert applied.problems
+
+
+async def test_corrupt_update_is_ignored_and_a_later_valid_one_applies() -> None:
+    room = MetadataRoom()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, room.update, "garbage")
+    loop.call_later(0.1, room.update, PIRATE_METADATA)
+    applied = await resolve_persona(job_room_metadata="", room=room, connect=room.connect, wait_s=5)
+    assert applied.meta.persona == PIRATE
+
+
+def test_log_fields_name_status_source_persona_call_and_wait() -> None:
+    fields = {
+        "status": "loaded",
+        "source": "api",
+        "read_from": "job",
+        "persona_id": "persona-pirate",
+        "persona_name": "Zed",
+        "call_id": "SCL_1",
+        "waited_ms": 0,
+    }
+    assert AppliedPersona(loaded(PIRATE), "job", 0).log_fields() == fields
+
+
+@pytest.mark.parametrize("raw", ["", "[1]", "nope", orjson.dumps({"caller": 5}).decode()])
+def test_unreadable_dispatch_metadata_gives_empty_fields(raw: str) -> None:
+    info = parse_dispatch_metadata(raw)
+    assert (info.caller, info.call_id) == (None, None)

@@ -1,0 +1,224 @@
+"""The worker process against a real livekit-server, jobs created as the dispatcher creates them:
+persona written into room metadata, then an explicit dispatch of `AGENT_NAME`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit import api, rtc
+
+from agent.fakes import FAKE_REPLY
+from dispatcher.contract import DEFAULT_PERSONA, PersonaMetadata
+from scripts.agent_worker import AgentWorker
+from scripts.calls import SipCaller, agent_in_room, dispatch_agent, seed_persona, sip_token
+from scripts.stack import LiveKitServer
+from tests.agent.helpers import LIBRARIAN, PIRATE, loaded, wait_for_records
+
+pytestmark = pytest.mark.integration
+
+AGENT_NAME = "friday"
+
+JoinCall = Callable[..., Awaitable[SipCaller]]
+
+
+@pytest.fixture
+async def join_call(
+    livekit_server: LiveKitServer, agent_worker: AgentWorker
+) -> AsyncIterator[JoinCall]:
+    """Joins a SIP-kind caller to a room (the worker is up by then); leaves at teardown."""
+    callers: list[SipCaller] = []
+
+    async def join(room: str, *, caller: str = "919876543210", call_id: str = "SCL_1") -> SipCaller:
+        token = sip_token(livekit_server, room, caller=caller, call_id=call_id)
+        sip = await SipCaller(livekit_server.ws_url, token).join()
+        callers.append(sip)
+        return sip
+
+    yield join
+    for sip in callers:
+        await sip.leave()
+
+
+def in_room(
+    room: str, kind: str | None = None, event: str | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    def match(r: dict[str, Any]) -> bool:
+        return (
+            r.get("room") == room
+            and (kind is None or r.get("kind") == kind)
+            and (event is None or r.get("event") == event)
+        )
+
+    return match
+
+
+async def say_after_greeting(caller: SipCaller, transcript_log: Path, text: str) -> None:
+    """Sends the caller's words as chat text once the greeting has been spoken in full (the
+    welcome line cannot be interrupted, and text that tries to is dropped)."""
+    room = caller.room.name
+    await wait_for_records(transcript_log, in_room(room, event="turn"))
+    await caller.room.local_participant.send_text(text, topic="lk.chat")
+
+
+async def call_with_persona(lk: api.LiveKitAPI, room: str, meta: PersonaMetadata) -> None:
+    await seed_persona(lk, room, meta)
+    await dispatch_agent(lk, room, AGENT_NAME, meta)
+
+
+async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    fake_llm_log: Path,
+    transcript_log: Path,
+) -> None:
+    caller = await join_call(room_name)
+    await call_with_persona(lk_api, room_name, loaded(PIRATE))
+
+    agent = await caller.wait_for_agent()
+    assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    await caller.wait_for_sound()
+    audio = [p for p in agent.track_publications.values() if p.kind == rtc.TrackKind.KIND_AUDIO]
+    assert len(audio) == 1
+
+    spoken = await wait_for_records(fake_llm_log, in_room(room_name, "tts"))
+    assert spoken[0]["text"] == PIRATE.welcome
+    assert (spoken[0]["voice"], spoken[0]["language"]) == (PIRATE.voice, PIRATE.language)
+
+    await say_after_greeting(caller, transcript_log, "What does the insurance cover?")
+    requests = await wait_for_records(fake_llm_log, in_room(room_name, "llm"))
+    assert requests[0]["instructions"] == PIRATE.instructions
+    assert requests[0]["messages"][-1] == {
+        "role": "user",
+        "text": "What does the insurance cover?",
+        "id": requests[0]["messages"][-1]["id"],
+    }
+
+    turns = await wait_for_records(transcript_log, in_room(room_name, event="turn"), count=3)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("assistant", PIRATE.welcome),
+        ("user", "What does the insurance cover?"),
+        ("assistant", FAKE_REPLY),
+    ]
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    assert applied[0]["status"] == "loaded"
+    assert applied[0]["read_from"] == "job"
+    assert applied[0]["persona_id"] == PIRATE.persona_id
+    assert applied[0]["call_id"] == "SCL_1"
+
+
+async def test_two_calls_at_once_get_two_agents_with_two_personas(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    fake_llm_log: Path,
+    transcript_log: Path,
+) -> None:
+    rooms = {f"pirate-{room_name}": PIRATE, f"librarian-{room_name}": LIBRARIAN}
+    callers = await asyncio.gather(
+        *(
+            join_call(room, caller=f"91987654321{i}", call_id=f"SCL_{i}")
+            for i, room in enumerate(rooms)
+        )
+    )
+    await asyncio.gather(
+        *(
+            call_with_persona(lk_api, room, loaded(p, call_id=f"SCL_{i}"))
+            for i, (room, p) in enumerate(rooms.items())
+        )
+    )
+    agents = await asyncio.gather(*(c.wait_for_agent() for c in callers))
+    assert len({a.identity for a in agents}) == 2
+    await asyncio.gather(*(c.wait_for_sound() for c in callers))
+
+    for caller, (room, persona) in zip(callers, rooms.items(), strict=True):
+        await say_after_greeting(caller, transcript_log, "Hello?")
+        requests = await wait_for_records(fake_llm_log, in_room(room, "llm"))
+        assert requests[0]["instructions"] == persona.instructions
+    # The librarian has no welcome line: its greeting was generated, under its instructions.
+    librarian_room = next(r for r, p in rooms.items() if p is LIBRARIAN)
+    spoken = await wait_for_records(fake_llm_log, in_room(librarian_room, "tts"))
+    assert spoken[0]["text"] == FAKE_REPLY
+
+
+async def test_persona_written_after_the_agent_connected_is_waited_for(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    fake_llm_log: Path,
+    transcript_log: Path,
+) -> None:
+    await join_call(room_name)
+    meta = loaded(LIBRARIAN)
+    await dispatch_agent(lk_api, room_name, AGENT_NAME, meta)
+    await agent_in_room(lk_api, room_name)
+    await asyncio.sleep(0.3)
+    await seed_persona(lk_api, room_name, meta)
+
+    requests = await wait_for_records(fake_llm_log, in_room(room_name, "llm"))
+    assert requests[0]["instructions"] == LIBRARIAN.instructions
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    assert applied[0]["read_from"] == "room_update"
+    assert applied[0]["status"] == "loaded"
+    assert 0 < applied[0]["waited_ms"] < 1000
+
+
+async def test_call_without_a_persona_gets_the_default_persona(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    fake_llm_log: Path,
+    transcript_log: Path,
+    agent_worker: AgentWorker,
+) -> None:
+    caller = await join_call(room_name, call_id="SCL_none")
+    await dispatch_agent(lk_api, room_name, AGENT_NAME, loaded(PIRATE, call_id="SCL_none"))
+    await caller.wait_for_agent()
+    await caller.wait_for_sound()
+
+    # A non-streaming TTS is fed sentence by sentence.
+    spoken = await wait_for_records(fake_llm_log, in_room(room_name, "tts"), count=2)
+    assert " ".join(s["text"] for s in spoken) == DEFAULT_PERSONA.welcome
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    assert applied[0]["status"] == "default"
+    assert applied[0]["read_from"] == "none"
+    assert applied[0]["call_id"] == "SCL_none"
+    assert 900 <= applied[0]["waited_ms"] < 3000
+    logged = [r for r in agent_worker.log_records() if r.get("room") == room_name]
+    assert "persona.missing" in [r["event"] for r in logged]
+
+
+async def test_end_call_speaks_the_closing_line_then_deletes_the_room(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    fake_llm_log: Path,
+    transcript_log: Path,
+) -> None:
+    caller = await join_call(room_name)
+    await call_with_persona(lk_api, room_name, loaded(PIRATE))
+    await caller.wait_for_sound()
+    disconnected = asyncio.Event()
+    caller.room.on("disconnected", lambda *_: disconnected.set())
+
+    await say_after_greeting(caller, transcript_log, "That's all, goodbye!")
+    async with asyncio.timeout(20):
+        await disconnected.wait()
+
+    spoken = await wait_for_records(fake_llm_log, in_room(room_name, "tts"), count=2)
+    assert [s["text"] for s in spoken] == [PIRATE.welcome, PIRATE.closing]
+    # The caller is cut as the server starts closing the room; the room is gone just after.
+    for _ in range(100):
+        if not (await lk_api.room.list_rooms(api.ListRoomsRequest(names=[room_name]))).rooms:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"room {room_name} still exists 10 s after end_call")
+    events = await wait_for_records(transcript_log, in_room(room_name, event="call.ended"))
+    assert events[0]["call_id"] == "SCL_1"
+    tools = await wait_for_records(transcript_log, in_room(room_name, event="tool.called"))
+    assert tools[0]["name"] == "end_call"

@@ -40,7 +40,7 @@ install_go_binary() {  # name version module [env...]
       echo "could not build $name $version with go install; an executable placed at $target" \
         "is used as is" >&2
       rm -rf "$gobin"
-      exit 1
+      return 1
     fi
     mv "$gobin"/* "$target.tmp"
     mv "$target.tmp" "$target"
@@ -48,7 +48,8 @@ install_go_binary() {  # name version module [env...]
   fi
   echo "$target"
 }
-install_go_binary livekit-server "$LIVEKIT_SERVER_VERSION" github.com/livekit/livekit-server/cmd/server >/dev/null
+install_go_binary livekit-server "$LIVEKIT_SERVER_VERSION" github.com/livekit/livekit-server/cmd/server \
+  >/dev/null || exit 1
 
 [ "${1:-}" = "--no-sip" ] && exit 0
 
@@ -71,5 +72,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian package starts a system-wide redis on 6379; tests start their own on a free port.
 
-install_go_binary livekit-sip "$LIVEKIT_SIP_VERSION" github.com/livekit/sip/cmd/livekit-sip \
-  CGO_ENABLED=1 >/dev/null
+# Only the e2e tests (`scripts/test.sh -m e2e`) need livekit-sip, so a failed build is a warning:
+# the Go module proxy reachable here refuses github.com/livekit/sip and its media-sdk (403).
+if ! install_go_binary livekit-sip "$LIVEKIT_SIP_VERSION" github.com/livekit/sip/cmd/livekit-sip \
+  CGO_ENABLED=1 >/dev/null; then
+  echo "warning: livekit-sip is not installed; the e2e SIP tests (-m e2e) cannot run" >&2
+fi

@@ -141,6 +141,7 @@ def start_stack(
     work: Path,
     dispatcher_env: dict[str, str] | None = None,
     replicas: int = 1,
+    redis_address: str | None = None,
 ) -> Stack:
     """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,7 @@ def start_stack(
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     livekit = start_livekit_server(
         webhook_urls=(*(u + "/webhooks/livekit" for u in urls), recorder.url),
+        redis_address=redis_address,
         log_path=log_dir / "livekit-server.log",
     )
     env = {

@@ -22,8 +22,8 @@ from scripts.stack import (
     start_livekit_server,
     start_redis,
 )
-from tests.e2e.conftest import LOG_DIR
-from tests.e2e.sip_stack import SipStack
+
+LOG_DIR = ROOT / "var" / "log" / "setup-sip"
 
 
 @dataclass
@@ -77,19 +77,24 @@ def fresh_server() -> Iterator[LiveKitServer]:
 
 
 async def test_running_setup_again_changes_nothing_and_leaves_one_trunk_and_one_rule(
-    sip_stack: SipStack,
+    fresh_server: LiveKitServer,
 ) -> None:
-    """The stack ran the set-up once already; two more runs keep both objects as they are."""
-    url = sip_stack.livekit.http_url
+    """The first run creates both objects; two more runs keep them as they are."""
+    url = fresh_server.http_url
+    first = setup_sip(url)
+    assert first.code == 0, first.err
+    assert first.out[0].startswith("create trunk 'persona-dispatcher-inbound'")
+    trunks, rules = await listed(url)
+    trunk_id, rule_id = trunks[0].sip_trunk_id, rules[0].sip_dispatch_rule_id
     for _ in range(2):
         run = setup_sip(url)
         assert run.code == 0, run.err
         assert run.out[0].startswith("keep trunk 'persona-dispatcher-inbound'")
         assert run.out[1].startswith("keep rule 'persona-dispatcher-individual'")
     trunks, rules = await listed(url)
-    assert [t.sip_trunk_id for t in trunks] == [sip_stack.setup.trunk_id]
-    assert [r.sip_dispatch_rule_id for r in rules] == [sip_stack.setup.rule_id]
-    assert list(rules[0].trunk_ids) == [sip_stack.setup.trunk_id]
+    assert [t.sip_trunk_id for t in trunks] == [trunk_id]
+    assert [r.sip_dispatch_rule_id for r in rules] == [rule_id]
+    assert list(rules[0].trunk_ids) == [trunk_id]
     assert rules[0].rule.dispatch_rule_individual.room_prefix == "call"
     assert not rules[0].room_config.agents
 

@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import orjson
-
 from dispatcher.contract import (
     ContractError,
+    DispatchInfo,
     PersonaMetadata,
     decode_persona_metadata,
     default_persona_metadata,
@@ -59,29 +58,6 @@ class AppliedPersona:
             "call_id": self.meta.call_id,
             "waited_ms": self.waited_ms,
         }
-
-
-@dataclass(frozen=True)
-class DispatchInfo:
-    """The correlation fields the dispatcher puts in the dispatch's own metadata."""
-
-    caller: str | None = None
-    call_id: str | None = None
-
-
-def parse_dispatch_metadata(raw: str) -> DispatchInfo:
-    """`caller` and `call_id` from the dispatch metadata; anything unreadable gives empty fields."""
-    try:
-        value = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        return DispatchInfo()
-    if not isinstance(value, dict):
-        return DispatchInfo()
-    caller, call_id = value.get("caller"), value.get("call_id")
-    return DispatchInfo(
-        caller=caller if isinstance(caller, str) else None,
-        call_id=call_id if isinstance(call_id, str) else None,
-    )
 
 
 def try_decode(raw: str) -> PersonaMetadata | str:

@@ -13,11 +13,12 @@ import structlog
 from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.models import StackFactory, new_session, preload_models, stack_factory
-from agent.persona import AppliedPersona, parse_dispatch_metadata, resolve_persona
+from agent.persona import AppliedPersona, resolve_persona
 from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
 from config.logs import configure_forwarded_logging, get_logger, mask_number
+from dispatcher.contract import parse_dispatch_metadata
 
 log = get_logger(__name__)
 

@@ -235,3 +235,26 @@ def dispatch_metadata(meta: PersonaMetadata) -> str:
     return _dumps(
         {"caller": meta.caller, "call_id": meta.call_id, "persona_version": meta.version}
     ).decode()
+
+
+@dataclass(frozen=True)
+class DispatchInfo:
+    """The correlation fields the dispatcher puts in the dispatch's own metadata."""
+
+    caller: str | None = None
+    call_id: str | None = None
+
+
+def parse_dispatch_metadata(raw: str) -> DispatchInfo:
+    """`caller` and `call_id` from the dispatch metadata; anything unreadable gives empty fields."""
+    try:
+        value = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        return DispatchInfo()
+    if not isinstance(value, dict):
+        return DispatchInfo()
+    caller, call_id = value.get("caller"), value.get("call_id")
+    return DispatchInfo(
+        caller=caller if isinstance(caller, str) else None,
+        call_id=call_id if isinstance(call_id, str) else None,
+    )

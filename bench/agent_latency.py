@@ -1,10 +1,10 @@
-"""Call set-up latency of the agent worker against a real livekit-server, over N calls.
+"""Call set-up latency, SIP participant joined → agent joined → its first audio, over N calls.
 
-For each call a SIP-kind participant joins, then what the dispatcher does is simulated (a persona
-lookup taking `--persona-ms`, the persona written into room metadata, an explicit dispatch), and
-the caller notes when the agent joins and when its first audio frame (and first audible frame)
-arrive. The worker runs as its own process with the fake model stack (tone TTS), so the numbers
-are LiveKit + livekit-agents + this worker, not a model provider.
+The real chain: livekit-server sends `participant_joined` to the dispatcher (a process), which
+resolves the persona from the fake CRM API (answering in `--persona-ms`, a distinct number per
+call so that nothing is cached), writes it into the room and dispatches the agent worker (a
+process, fake model stack: tone TTS). The caller notes when the agent joins and when its first
+audio frame (and first audible frame) arrive; the dispatch time is read from the dispatcher's log.
 
     .venv/bin/python -m bench.agent_latency --calls 20
 """
@@ -17,19 +17,17 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from dispatcher.contract import Persona, PersonaMetadata
 from scripts.agent_worker import start_agent_worker
-from scripts.calls import SipCaller, dispatch_agent, livekit_api, seed_persona, sip_token
-from scripts.stack import LiveKitServer, start_livekit_server
+from scripts.calls import SipCaller, sip_token
+from tests.integration.stack import Stack, start_stack
 
-PERSONA = Persona(
-    instructions="You are Priya, a polite assistant for a clinic's appointment line.",
-    persona_id="bench",
-    welcome="Hello, this is Priya from the clinic. How can I help?",
-    closing="Thank you, goodbye.",
-)
+PERSONA_FIELDS = {
+    "personality": "You are Priya, a polite assistant for a clinic's appointment line.",
+    "messages": {"welcome": "Hello, this is Priya from the clinic. How can I help?"},
+}
 
 
 @dataclass(frozen=True)
@@ -49,34 +47,47 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank - 1]
 
 
-async def one_call(server: LiveKitServer, n: int, persona_ms: float, agent_name: str) -> CallTimes:
-    room = f"bench-{n}-{time.monotonic_ns()}"
-    caller_number = f"9198765{n:05d}"
-    meta = PersonaMetadata(
-        persona=PERSONA, status="loaded", source="api", caller=caller_number, call_id=f"B{n}"
-    )
-    token = sip_token(server, room, caller=caller_number, call_id=f"B{n}")
+def number(n: int) -> str:
+    return f"98765{n:05d}"
+
+
+def payload(n: int) -> dict[str, object]:
+    """The fake CRM API's answer for the bench's n-th caller."""
+    return {
+        "mobileNo": number(n),
+        "campaigns": [{"voiceAgents": [{"persona": {"_id": f"bench-{n}", **PERSONA_FIELDS}}]}],
+    }
+
+
+def dispatched_at(stack: Stack, room: str) -> float | None:
+    """Wall time of the dispatcher's `agent.dispatched` for `room`."""
+    for e in stack.dispatcher_events(event="agent.dispatched", room=room):
+        return datetime.fromisoformat(str(e["ts"]).replace("Z", "+00:00")).timestamp()
+    return None
+
+
+async def one_call(stack: Stack, n: int) -> CallTimes:
+    server = stack.livekit
+    room = f"call_{number(n)}_{time.monotonic_ns()}"
+    token = sip_token(server, room, caller=number(n), call_id=f"B{n}")
+    wall_minus_perf = time.time() - time.perf_counter()
     caller = await SipCaller(server.ws_url, token).join()
-    lk = livekit_api(server)
     try:
-        await asyncio.sleep(persona_ms / 1000)  # the persona API answering
-        await seed_persona(lk, room, meta)
-        await dispatch_agent(lk, room, agent_name, meta)
-        dispatched = time.perf_counter()
         await caller.wait_for_agent()
         await caller.wait_for_sound()
         assert caller.agent_joined_at is not None
         assert caller.first_frame_at is not None
         assert caller.first_sound_at is not None
+        dispatched = dispatched_at(stack, room)
+        assert dispatched is not None
         return CallTimes(
-            dispatched=dispatched - caller.joined_at,
+            dispatched=dispatched - wall_minus_perf - caller.joined_at,
             agent_joined=caller.agent_joined_at - caller.joined_at,
             first_frame=caller.first_frame_at - caller.joined_at,
             first_sound=caller.first_sound_at - caller.joined_at,
         )
     finally:
         await caller.leave()
-        await lk.aclose()
 
 
 def report(times: list[CallTimes]) -> None:
@@ -93,10 +104,10 @@ def report(times: list[CallTimes]) -> None:
         print(f"{label:34} {percentile(ms, 50):8.0f} {percentile(ms, 95):8.0f} {max(ms):8.0f}")
 
 
-async def run(server: LiveKitServer, calls: int, persona_ms: float, agent_name: str) -> None:
+async def run(stack: Stack, calls: int) -> None:
     times = []
     for n in range(calls):
-        times.append(await one_call(server, n, persona_ms, agent_name))
+        times.append(await one_call(stack, n))
         # Let the previous call's job process exit, as between real calls.
         await asyncio.sleep(0.2)
     report(times)
@@ -108,15 +119,18 @@ def main() -> None:
     parser.add_argument("--persona-ms", type=float, default=50.0)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="agent-bench-"))
-    server = start_livekit_server(log_path=workdir / "livekit-server.log")
+    stack = start_stack(workdir, workdir)
     worker = None
     try:
-        worker = start_agent_worker(server, workdir)
-        asyncio.run(run(server, args.calls, args.persona_ms, "friday"))
+        stack.persona_control(
+            delay_s=args.persona_ms / 1000, extra={number(n): payload(n) for n in range(args.calls)}
+        )
+        worker = start_agent_worker(stack.livekit, workdir)
+        asyncio.run(run(stack, args.calls))
     finally:
         if worker is not None:
             worker.stop()
-        server.stop()
+        stack.stop()
     print(f"logs in {workdir}")
 
 

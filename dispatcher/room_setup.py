@@ -127,6 +127,7 @@ class CallSetup:
             )
             return seen.again("duplicate_event")
         task = self._rooms.get(join.room)
+        later = "in_flight"
         if task is None:
             task = asyncio.create_task(self._setup(join), name=f"setup-{join.room}")
             self._rooms[join.room] = task
@@ -134,6 +135,8 @@ class CallSetup:
             first = True
         else:
             first = False
+            if task.done():
+                later = "room_already_set_up"
         try:
             # shield: a webhook request cancelled by a disconnect must not cancel the set-up that
             # a concurrent delivery of the same call is waiting for.
@@ -143,8 +146,8 @@ class CallSetup:
                 del self._rooms[join.room]  # failed: a redelivery must try again
             raise
         if not first and result.dispatched:
-            log.info("agent.dispatch_skipped", reason="in_flight", dispatch_id=result.dispatch_id)
-            result = result.again("in_flight")
+            log.info("agent.dispatch_skipped", reason=later, dispatch_id=result.dispatch_id)
+            result = result.again(later)
         self._events[join.event_id] = result
         self._bound(self._events)
         return result

@@ -226,6 +226,16 @@ async def test_redelivered_webhook_later_is_not_dispatched_again(
     assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
 
 
+async def test_second_sip_participant_in_a_set_up_room_gets_no_second_agent(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    fake_lk.add_room("call_1")
+    assert (await post(client, participant_joined("call_1")))[1]["status"] == "dispatched"
+    status, answer = await post(client, participant_joined("call_1", number="9000000002"))
+    assert (status, answer["status"]) == (200, "room_already_set_up")
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+
+
 async def test_another_replica_finds_the_existing_dispatch(
     aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
 ) -> None:

@@ -66,6 +66,14 @@ async def create_rooms(lk: api.LiveKitAPI, names: list[str]) -> None:
     await asyncio.gather(*(create(n) for n in names))
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def report(label: str, latencies: list[float], wall: float) -> None:
     print(
         f"{label:<10} n={len(latencies):<5} p50={percentile(latencies, 50):7.2f} ms  "
@@ -112,6 +120,8 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
             for room, number in zip(warm, NUMBERS, strict=True):
                 await post(signed(room, number))  # the persona cache is warm from here on
 
+            assert dispatcher.proc is not None
+            rss_before = rss_mib(dispatcher.proc.pid)
             rooms = [f"bench_{i}" for i in range(n)]
             await create_rooms(lk, rooms)
             # Bodies are signed beforehand: the client's signing is not the dispatcher's latency.
@@ -149,7 +159,12 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
 
         floor, floor_wall = await run_concurrently(n, c, direct)
         await rooms_api.aclose()
+        rss_after = rss_mib(dispatcher.proc.pid)
         print(f"call set-up, N={n}, concurrency={c}, warm persona cache, 2-core machine")
+        print(
+            f"dispatcher RSS {rss_before:.1f} MiB warm -> {rss_after:.1f} MiB after {n} set-ups "
+            f"({(rss_after - rss_before) * 1024 / n:.2f} KiB per set-up held)"
+        )
         report("ours", ours, ours_wall)
         report("floor", floor, floor_wall)
         p50_ratio = percentile(ours, 50) / percentile(floor, 50)

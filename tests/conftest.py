@@ -89,3 +89,14 @@ def make_settings(
         return load_settings(base)
 
     return build
+
+
+MARKED_DIRECTORIES = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/integration and tests/e2e carry their directory's marker."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if parts and parts[0] in MARKED_DIRECTORIES:
+            item.add_marker(MARKED_DIRECTORIES[parts[0]])

@@ -8,7 +8,6 @@ skipped.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from livekit import api
@@ -42,10 +41,3 @@ async def lk(sip_stack: SipStack) -> AsyncIterator[api.LiveKitAPI]:
     client = sip_stack.api()
     yield client
     await client.aclose()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from livekit import api
@@ -44,10 +43,3 @@ async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
     client = stack.api()
     yield client
     await client.aclose()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.integration)

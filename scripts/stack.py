@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -69,22 +70,50 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     raise RuntimeError(f"no free port in {PICK_LOW}-{PICK_HIGH}")
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll `url` until it answers (any HTTP status), the process dies, or `timeout` passes."""
+def wait_until(
+    probe: Callable[[], object], what: str, timeout: float, proc: subprocess.Popen[bytes] | None
+) -> None:
+    """Call `probe` until it returns a truthy value, the process dies, or `timeout` passes.
+
+    `probe` may raise OSError while the service is not up yet.
+    """
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    last: object = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+            raise RuntimeError(f"process exited with {proc.returncode} before {what} was ready")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            last = probe()
+            if last:
                 return
-        except urllib.error.HTTPError:
-            return
         except OSError as e:
             last = e
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} was not ready within {timeout}s: {last}")
+
+
+def http_status(url: str) -> int:
+    """The HTTP status `url` answers with (raises OSError when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def wait_http(
+    url: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    ready: tuple[int, ...] | None = None,
+) -> None:
+    """Poll `url` until it answers with a `ready` status (any status when None)."""
+
+    def answered() -> bool:
+        status = http_status(url)
+        return ready is None or status in ready
+
+    wait_until(answered, url, timeout, proc)
 
 
 @dataclass
@@ -125,13 +154,7 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -285,22 +308,10 @@ def free_udp_range(size: int, low: int = PICK_LOW, high: int = PICK_HIGH) -> tup
     raise RuntimeError(f"no free range of {size} UDP ports in {low}-{high}")
 
 
-def wait_redis_ping(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    """Wait until a Redis server answers PING with +PONG."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise TimeoutError(f"redis on {host}:{port} did not answer within {timeout}s: {last}")
+def redis_pong(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64).startswith(b"+PONG")
 
 
 @dataclass
@@ -346,7 +357,7 @@ class RedisServer:
             start_new_session=True,
         )
         try:
-            wait_redis_ping("127.0.0.1", self.port, timeout, self.proc)
+            wait_until(lambda: redis_pong("127.0.0.1", self.port), self.address, timeout, self.proc)
         except BaseException:
             self.stop()
             raise
@@ -362,30 +373,6 @@ def start_redis(*, port: int | None = None, log_path: Path | None = None) -> Red
     """Start redis-server on a free loopback port (or `port`)."""
     log = log_path or ROOT / "var" / "log" / "redis.log"
     return RedisServer(port or free_port(), log).start()
-
-
-def wait_http_ready(
-    url: str, timeout: float, proc: subprocess.Popen[bytes], ready: tuple[int, ...] = (200,)
-) -> None:
-    """Poll `url` until it answers a `ready` status, the process dies, or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status in ready:
-                    return
-                last = resp.status
-        except urllib.error.HTTPError as e:
-            if e.code in ready:
-                return
-            last = f"HTTP {e.code}"
-        except OSError as e:
-            last = e
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} was not ready within {timeout}s: {last}")
 
 
 @dataclass
@@ -429,7 +416,7 @@ class LiveKitSip:
         # 503 until started; 429 means started but the CPU is busy (a 2-core CI machine is), which
         # only stops outbound calls, so it counts as ready too.
         try:
-            wait_http_ready(self.health_url, timeout, self.proc, ready=(200, 429))
+            wait_http(self.health_url, timeout, self.proc, ready=(200, 429))
         except BaseException:
             self.stop()
             raise

@@ -111,6 +111,12 @@ class CallSetup:
         """How many rooms this process keeps state for (until participant_left/room_finished)."""
         return len(self._rooms)
 
+    async def drain(self, within_s: float) -> None:
+        """Let set-ups still running finish (bounded) before the clients they use are closed."""
+        pending = [t for t in self._rooms.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=within_s)
+
     def release(self, room: str) -> bool:
         task = self._rooms.get(room)
         if task is None or not task.done():

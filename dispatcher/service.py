@@ -79,6 +79,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     try:
         yield Clients(resolver, setup, rooms.server)
     finally:
+        await setup.drain(settings.persona_deadline_s + 3 * settings.livekit.api_timeout_s)
         await resolver.aclose()
         if persona_api is not None:
             await persona_api.close()

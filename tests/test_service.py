@@ -14,7 +14,10 @@ from aiohttp.test_utils import TestClient
 from livekit import api
 
 from config.settings import Settings
+from dispatcher.caller import CallParty
 from dispatcher.contract import decode_persona_metadata
+from dispatcher.room_setup import CallJoin
+from dispatcher.service import open_clients
 from tests.conftest import ROOT, LogCapture
 from tests.fakes.livekit_twirp import FakeLiveKit
 from tests.fakes.persona_api import FakeState
@@ -185,6 +188,23 @@ async def test_room_gone_is_200_without_dispatch(client: Client, fake_lk: FakeLi
     status, answer = await post(client, participant_joined("call_gone"))
     assert (status, answer["status"]) == (200, "room_gone")
     assert "CreateDispatch" not in fake_lk.calls
+
+
+async def test_shutdown_lets_a_running_set_up_finish(
+    make_settings: Callable[..., Settings], fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    """Closing the app's clients waits for a set-up in flight instead of cutting it off."""
+    fake_lk.add_room("call_1")
+    persona_state.delay_s = 0.3
+    async with open_clients(make_settings()) as clients:
+        join = CallJoin(
+            "EV_1", "call_1", "", CallParty(attributes={"sip.phoneNumber": "8655701159"})
+        )
+        running = asyncio.create_task(clients.setup.handle_join(join))
+        await asyncio.sleep(0.05)
+    result = await running
+    assert result.dispatched
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
 
 
 async def test_health_and_readiness(client: Client) -> None:

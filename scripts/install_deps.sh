@@ -3,7 +3,8 @@
 #   - a virtualenv in .venv with the project and its dev extras;
 #   - the pinned livekit-server, built once with `go install` and cached outside the checkout;
 #   - for SIP calls: Debian's redis-server, sipp (sip-tester) and the cgo libraries livekit-sip
-#     links (apt-get, as root, only when one is missing), and the pinned livekit-sip, cached too.
+#     links (apt-get, as root, only when one is missing), and the pinned livekit-sip, cached too:
+#     `go install`, or where the Go module proxy refuses it, built from LIVEKIT_SIP_SOURCE.
 # Usage: scripts/install_deps.sh [--python-only | --no-sip]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,8 +38,7 @@ install_go_binary() {  # name version module [env...]
     local gobin
     gobin=$(mktemp -d)
     if ! env "$@" GOBIN="$gobin" GOFLAGS=-buildvcs=false go install "$module@$version"; then
-      echo "could not build $name $version with go install; an executable placed at $target" \
-        "is used as is" >&2
+      echo "go install could not build $name $version" >&2
       rm -rf "$gobin"
       return 1
     fi
@@ -49,7 +49,7 @@ install_go_binary() {  # name version module [env...]
   echo "$target"
 }
 install_go_binary livekit-server "$LIVEKIT_SERVER_VERSION" github.com/livekit/livekit-server/cmd/server \
-  >/dev/null || exit 1
+  >/dev/null || { echo "error: livekit-server $LIVEKIT_SERVER_VERSION could not be built" >&2; exit 1; }
 
 [ "${1:-}" = "--no-sip" ] && exit 0
 
@@ -72,9 +72,28 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian package starts a system-wide redis on 6379; tests start their own on a free port.
 
-# Only the e2e tests (`scripts/test.sh -m e2e`) need livekit-sip, so a failed build is a warning:
-# the Go module proxy reachable here refuses github.com/livekit/sip and its media-sdk (403).
-if ! install_go_binary livekit-sip "$LIVEKIT_SIP_VERSION" github.com/livekit/sip/cmd/livekit-sip \
-  CGO_ENABLED=1 >/dev/null; then
-  echo "warning: livekit-sip is not installed; the e2e SIP tests (-m e2e) cannot run" >&2
+# livekit-sip: `go install` first. The Go module proxy reachable from some machines refuses
+# github.com/livekit/sip and two modules it pins (media-sdk, protocol); there it is built from the
+# unmodified public sources in LIVEKIT_SIP_SOURCE (checksums verified), cached by version too.
+sip_source=${LIVEKIT_SIP_SOURCE:-$root/../shared/third_party/livekit-sip}
+sip_target="$cache/bin/livekit-sip-$LIVEKIT_SIP_VERSION"
+if [ ! -x "$sip_target" ]; then
+  mkdir -p "$cache/log"
+  sip_log="$cache/log/livekit-sip-$LIVEKIT_SIP_VERSION-build.log"
+  : >"$sip_log"
+  echo "building livekit-sip $LIVEKIT_SIP_VERSION (takes a few minutes, once; log: $sip_log)" >&2
+  if install_go_binary livekit-sip "$LIVEKIT_SIP_VERSION" github.com/livekit/sip/cmd/livekit-sip \
+    CGO_ENABLED=1 >>"$sip_log" 2>&1; then
+    :
+  elif [ -f "$sip_source/SHA256SUMS" ]; then
+    bash scripts/build_livekit_sip.sh "$sip_source" "$LIVEKIT_SIP_VERSION" "$sip_target" \
+      >>"$sip_log" 2>&1 || {
+      echo "error: $(tail -n 1 "$sip_log") (full log: $sip_log)" >&2
+      exit 1
+    }
+  else
+    echo "error: go install refused livekit-sip $LIVEKIT_SIP_VERSION and there is no source" \
+      "in $sip_source (set LIVEKIT_SIP_SOURCE; log: $sip_log)" >&2
+    exit 1
+  fi
 fi

@@ -18,8 +18,8 @@ from livekit.agents import AgentServer
 from agent.models import validate_stack
 from agent.worker import create_server
 from config.agent_settings import AgentSettings, load_agent_settings
-from config.logs import configure_logging, get_logger
 from config.settings import SettingsError
+from telemetry.logs import configure_logging, get_logger
 
 log = get_logger("agent")
 

@@ -21,7 +21,7 @@ from livekit.agents.voice.turn import TurnDetectionMode
 from agent.fakes import RecordingLLM, ToneTTS
 from config.agent_settings import AgentSettings, StackName
 from config.settings import SettingsError
-from dispatcher.contract import Persona
+from contract.metadata import Persona
 
 # The voices OpenAI's TTS and realtime models accept; a persona naming another keeps the default.
 OPENAI_VOICES = frozenset(

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from dispatcher.contract import (
+from contract.metadata import (
     ContractError,
     DispatchInfo,
     PersonaMetadata,

@@ -9,8 +9,8 @@ from livekit.agents import Agent, RunContext, function_tool
 from livekit.agents.voice import SpeechHandle
 
 from agent.transcript import TranscriptLog
-from config.logs import get_logger
-from dispatcher.contract import Persona
+from contract.metadata import Persona
+from telemetry.logs import get_logger
 
 log = get_logger(__name__)
 

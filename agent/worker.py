@@ -17,8 +17,8 @@ from agent.persona import AppliedPersona, resolve_persona
 from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
-from config.logs import configure_forwarded_logging, get_logger, mask_number
-from dispatcher.contract import parse_dispatch_metadata
+from contract.metadata import parse_dispatch_metadata
+from telemetry.logs import configure_forwarded_logging, get_logger, mask_number
 
 log = get_logger(__name__)
 

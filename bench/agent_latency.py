@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from scripts.agent_worker import start_agent_worker
-from scripts.calls import SipCaller, sip_token
-from tests.integration.stack import Stack, start_stack
+from devstack.agent_worker import start_agent_worker
+from tests.harness.calls import SipCaller, sip_token
+from tests.harness.stack import Stack, start_stack
 
 PERSONA_FIELDS = {
     "personality": "You are Priya, a polite assistant for a clinic's appointment line.",

@@ -23,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dispatcher.log_inspector_cli import main
+from operator_tools.log_inspector_cli import main
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 PERSONAS = [("loaded", "api", 60), ("cached", "cache", 30), ("stale", "cache", 4)]

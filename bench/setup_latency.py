@@ -21,11 +21,16 @@ from pathlib import Path
 import aiohttp
 from livekit import api
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from dispatcher.contract import Persona, PersonaMetadata, dispatch_metadata, encode_room_metadata
+from contract.metadata import Persona, PersonaMetadata, dispatch_metadata, encode_room_metadata
+from devstack.processes import (
+    free_port,
+    start_dispatcher,
+    start_fake_persona_api,
+    start_livekit_server,
+)
 from dispatcher.livekit_rooms import LiveKitRooms
-from scripts.stack import free_port, start_dispatcher, start_fake_persona_api, start_livekit_server
-from tests.support import participant_joined, sign
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from tests.harness.signing import participant_joined, sign
 
 NUMBERS = ["8655701159", "9000000002", "9000000003"]
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
-from dispatcher.contract import Lookup
+from contract.metadata import Lookup
 
 Origin = Literal[
     "attribute", "metadata", "identity", "room_metadata", "room_name", "default_caller"

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dispatcher.contract import Persona
+from contract.metadata import Persona
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dispatcher.contract import Persona
+from contract.metadata import Persona
 
 
 class PersonaPayloadError(ValueError):

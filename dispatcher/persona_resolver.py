@@ -10,9 +10,7 @@ from typing import Literal
 
 import orjson
 
-from config.logs import get_logger
-from dispatcher.caller import DetectedNumber
-from dispatcher.contract import (
+from contract.metadata import (
     DEFAULT_PERSONA,
     Lookup,
     Persona,
@@ -20,6 +18,7 @@ from dispatcher.contract import (
     Status,
     utc_now_iso,
 )
+from dispatcher.caller import DetectedNumber
 from dispatcher.persona_api import (
     PersonaApiClient,
     PersonaNotFound,
@@ -31,6 +30,7 @@ from dispatcher.persona_payload import (
     PersonaPayloadError,
     parse_persona_payload,
 )
+from telemetry.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -13,9 +13,7 @@ import aiohttp
 import structlog
 from livekit import api
 
-from config.logs import get_logger, mask_number
-from dispatcher.caller import CallParty, NumberFormat, call_id_of, detect_numbers
-from dispatcher.contract import (
+from contract.metadata import (
     DEFAULT_PERSONA,
     Lookup,
     PersonaMetadata,
@@ -23,8 +21,10 @@ from dispatcher.contract import (
     dispatch_metadata,
     encode_room_metadata,
 )
+from dispatcher.caller import CallParty, NumberFormat, call_id_of, detect_numbers
 from dispatcher.livekit_rooms import LiveKitRooms
 from dispatcher.persona_resolver import PersonaResolver
+from telemetry.logs import get_logger, mask_number
 
 log = get_logger(__name__)
 T = TypeVar("T")

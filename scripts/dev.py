@@ -11,9 +11,9 @@ import os
 import signal
 import time
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from scripts.agent_worker import AgentWorker, start_agent_worker
-from scripts.stack import ROOT, ManagedProcess, start_dispatcher, start_livekit_server, tail
+from devstack.agent_worker import AgentWorker, start_agent_worker
+from devstack.processes import ROOT, ManagedProcess, start_dispatcher, start_livekit_server, tail
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 
 
 def _interrupt(*_: object) -> None:

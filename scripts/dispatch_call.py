@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispatcher.manual_dispatch import main
+from operator_tools.manual_dispatch import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

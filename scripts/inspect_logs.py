@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dispatcher.log_inspector_cli import main
+from operator_tools.log_inspector_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

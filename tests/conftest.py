@@ -12,10 +12,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from config.logs import configure_logging
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
 from config.settings import Settings, load_settings
-from tests.fakes import livekit_twirp, persona_api
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from telemetry.logs import configure_logging
+from tests.harness import fake_livekit as livekit_twirp
+from tests.harness import fake_persona_api as persona_api
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from dispatcher.contract import (
+from contract.metadata import (
     DEFAULT_PERSONA,
     ContractError,
     Persona,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.log_inspector import (
+from operator_tools.log_inspector import (
     Inspector,
     caller_matches,
     parse_line,
@@ -25,8 +25,8 @@ from dispatcher.log_inspector import (
     stats,
     timeline,
 )
-from dispatcher.log_inspector_cli import Run, build_parser, main, render_calls
-from dispatcher.log_sources import follow_lines
+from operator_tools.log_inspector_cli import Run, build_parser, main, render_calls
+from operator_tools.log_sources import follow_lines
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.contract import Persona
+from contract.metadata import Persona
 from dispatcher.persona_cache import PersonaCache
 
 pytestmark = pytest.mark.unit

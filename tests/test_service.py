@@ -14,14 +14,14 @@ from aiohttp.test_utils import TestClient
 from livekit import api
 
 from config.settings import Settings
+from contract.metadata import decode_persona_metadata
 from dispatcher.caller import CallParty
-from dispatcher.contract import decode_persona_metadata
 from dispatcher.room_setup import CallJoin
 from dispatcher.service import open_clients
 from tests.conftest import ROOT, LogCapture
-from tests.fakes.livekit_twirp import FakeLiveKit
-from tests.fakes.persona_api import FakeState
-from tests.support import participant_joined, room_event, sign
+from tests.harness.fake_livekit import FakeLiveKit
+from tests.harness.fake_persona_api import FakeState
+from tests.harness.signing import participant_joined, room_event, sign
 from webhooks.app import create_app
 from webhooks.keys import CALL_SETUP
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from config.examples import WEBHOOK_URL, example_files
-from config.sip_config import SipConfig, render_sip_config
+from provisioning.examples import WEBHOOK_URL, example_files
+from provisioning.sip_config import SipConfig, render_sip_config
 
 pytestmark = pytest.mark.unit
 
@@ -60,9 +60,11 @@ def test_sip_config_secret_is_not_in_repr() -> None:
 
 
 def test_committed_example_configs_are_what_the_renderers_produce() -> None:
-    """config/livekit.yaml and config/sip.yaml: `python -m config.examples` regenerates them."""
+    """config/livekit.yaml and config/sip.yaml: `python -m provisioning.examples` regenerates them."""
     for path, text in example_files().items():
-        assert path.read_text() == text, f"{path.name} is stale: run python -m config.examples"
+        assert path.read_text() == text, (
+            f"{path.name} is stale: run python -m provisioning.examples"
+        )
 
 
 def test_example_server_config_has_redis_and_the_dispatcher_webhook() -> None:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from livekit.protocol.sip import SIPDispatchRuleInfo, SIPInboundTrunkInfo
 
-from config.sip_setup import (
+from provisioning.sip_setup import (
     Change,
     DataFileError,
     describe_wanted,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.sipp import (
+from tests.harness.sipp import (
     CALLERS_CSV,
     SCENARIO,
     TEST_CALLER,

@@ -9,8 +9,8 @@ import hashlib
 import pytest
 from livekit import api
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from tests.support import participant_joined, sign
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from tests.harness.signing import participant_joined, sign
 from webhooks.verify import WebhookAuthError, WebhookPayloadError, bearer_token, verify_webhook
 
 pytestmark = pytest.mark.unit

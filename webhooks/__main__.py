@@ -7,8 +7,8 @@ import sys
 import uvloop
 from aiohttp import web
 
-from config.logs import configure_logging, get_logger
 from config.settings import SettingsError, load_settings
+from telemetry.logs import configure_logging, get_logger
 from webhooks.app import create_app
 
 

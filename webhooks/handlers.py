@@ -8,9 +8,9 @@ import structlog
 from aiohttp import web
 from livekit import api
 
-from config.logs import get_logger
 from dispatcher.caller import CallParty, call_id_of
 from dispatcher.room_setup import CallJoin, RoomGone
+from telemetry.logs import get_logger
 from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
 from webhooks.verify import verify_webhook
 

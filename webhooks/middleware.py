@@ -8,8 +8,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from config.logs import get_logger
 from dispatcher.room_setup import LiveKitUnavailable
+from telemetry.logs import get_logger
 from webhooks.verify import WebhookAuthError, WebhookPayloadError
 
 log = get_logger(__name__)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from livekit import api
 
-from scripts.agent_worker import AgentWorker, start_agent_worker
-from scripts.calls import livekit_api
-from scripts.stack import LiveKitServer, start_livekit_server
+from devstack.agent_worker import AgentWorker, start_agent_worker
+from devstack.processes import LiveKitServer, start_livekit_server
+from tests.harness.calls import livekit_api
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 from livekit import rtc
 
 from agent.fakes import read_records
-from dispatcher.contract import Persona, PersonaMetadata
+from contract.metadata import Persona, PersonaMetadata
 
 PIRATE = Persona(
     instructions="You are Captain Zed, a cheerful pirate who sells boat insurance.",

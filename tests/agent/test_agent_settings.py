@@ -11,7 +11,7 @@ import pytest
 from agent.models import validate_stack
 from config.agent_settings import DEFAULT_TRANSCRIPT_PATH, load_agent_settings
 from config.settings import DEFAULT_AGENT_NAME, SettingsError, load_settings
-from scripts.stack import ROOT
+from devstack.processes import ROOT
 
 pytestmark = pytest.mark.unit
 

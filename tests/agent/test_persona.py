@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from agent.persona import AppliedPersona, resolve_persona
-from dispatcher.contract import DEFAULT_PERSONA, encode_room_metadata, parse_dispatch_metadata
+from contract.metadata import DEFAULT_PERSONA, encode_room_metadata, parse_dispatch_metadata
 from tests.agent.helpers import PIRATE, MetadataRoom, loaded
 
 pytestmark = pytest.mark.unit

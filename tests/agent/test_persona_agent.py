@@ -20,7 +20,7 @@ from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from agent.worker import log_applied
 from config.agent_settings import AgentSettings, load_agent_settings
-from dispatcher.contract import DEFAULT_PERSONA, Persona
+from contract.metadata import DEFAULT_PERSONA, Persona
 from tests.agent.helpers import LIBRARIAN, PIRATE, MetadataRoom, RecordingCall, read_jsonl
 
 pytestmark = pytest.mark.unit

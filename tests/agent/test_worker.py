@@ -12,11 +12,11 @@ import pytest
 from livekit import api, rtc
 
 from agent.fakes import FAKE_REPLY
-from dispatcher.contract import DEFAULT_PERSONA, PersonaMetadata
-from scripts.agent_worker import AgentWorker
-from scripts.calls import SipCaller, agent_in_room, dispatch_agent, seed_persona, sip_token
-from scripts.stack import LiveKitServer
+from contract.metadata import DEFAULT_PERSONA, PersonaMetadata
+from devstack.agent_worker import AgentWorker
+from devstack.processes import LiveKitServer
 from tests.agent.helpers import LIBRARIAN, PIRATE, loaded, wait_for_records
+from tests.harness.calls import SipCaller, agent_in_room, dispatch_agent, seed_persona, sip_token
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from livekit import api
 
-from scripts.stack import ROOT
-from tests.e2e.sip_stack import SipStack, start_sip_stack
-from tests.integration.stack import WebhookRecorder
+from devstack.processes import ROOT
+from tests.harness.sip_stack import SipStack, start_sip_stack
+from tests.harness.stack import WebhookRecorder
 
 LOG_DIR = ROOT / "var" / "log" / "e2e"
 

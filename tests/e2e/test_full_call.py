@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
+from devstack.agent_worker import AgentWorker, start_agent_worker
+from devstack.processes import ROOT, RedisServer, start_redis
 from dispatcher.persona_payload import parse_persona_payload
-from scripts.agent_worker import AgentWorker, start_agent_worker
-from scripts.stack import ROOT, RedisServer, start_redis
-from tests.e2e.sip_stack import SipStack, start_sip_stack
-from tests.e2e.sipp import TEST_CALLER, Call, SippResult, read_injection
-from tests.integration.stack import Stack, eventually, start_stack
+from tests.harness.sip_stack import SipStack, start_sip_stack
+from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
+from tests.harness.stack import Stack, eventually, start_stack
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-full"
 FIXTURES = ROOT / "tests" / "fixtures" / "personas"

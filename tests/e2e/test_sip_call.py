@@ -14,17 +14,17 @@ import pytest
 from livekit import api
 from livekit.protocol.models import ParticipantInfo
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.e2e.conftest import LOG_DIR
-from tests.e2e.room_peer import (
+from tests.harness.room_peer import (
     AnsweringPeer,
     SipJoin,
     wait_sip_participant,
     wait_sip_webhook,
 )
-from tests.e2e.sip_stack import SipStack
-from tests.e2e.sipp import TEST_CALLER, Call, read_injection
-from tests.integration.stack import WebhookRecorder, eventually
+from tests.harness.sip_stack import SipStack
+from tests.harness.sipp import TEST_CALLER, Call, read_injection
+from tests.harness.stack import WebhookRecorder, eventually
 
 
 def record_timings(name: str, **values: Any) -> None:

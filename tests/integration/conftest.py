@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from livekit import api
 
-from scripts.agent_worker import AgentWorker, start_agent_worker
-from scripts.stack import ROOT
-from tests.integration.stack import Stack, start_stack
+from devstack.agent_worker import AgentWorker, start_agent_worker
+from devstack.processes import ROOT
+from tests.harness.stack import Stack, start_stack
 
 
 @pytest.fixture(scope="session")

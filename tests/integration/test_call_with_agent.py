@@ -13,12 +13,12 @@ import orjson
 import pytest
 from livekit import rtc
 
+from devstack.agent_worker import AgentWorker
+from devstack.processes import ROOT
 from dispatcher.persona_payload import parse_persona_payload
-from scripts.agent_worker import AgentWorker
-from scripts.calls import SipCaller, sip_token
-from scripts.stack import ROOT
 from tests.agent.helpers import wait_for_records
-from tests.integration.stack import Stack, unique_room
+from tests.harness.calls import SipCaller, sip_token
+from tests.harness.stack import Stack, unique_room
 
 FIXTURES = ROOT / "tests" / "fixtures" / "personas"
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from livekit import api
 
-from tests.integration.stack import (
+from tests.harness.stack import (
     Stack,
     agent_dispatches,
     eventually,

@@ -6,9 +6,9 @@ import orjson
 import pytest
 from livekit import api
 
-from dispatcher.log_inspector_cli import main as persona_logs
-from scripts.agent_worker import AgentWorker
-from tests.integration.stack import Stack, agent_dispatches, eventually, join_sip, unique_room
+from devstack.agent_worker import AgentWorker
+from operator_tools.log_inspector_cli import main as persona_logs
+from tests.harness.stack import Stack, agent_dispatches, eventually, join_sip, unique_room
 
 
 async def place_call(stack: Stack, lk: api.LiveKitAPI, worker: AgentWorker, number: str) -> str:

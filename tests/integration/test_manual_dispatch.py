@@ -10,9 +10,9 @@ import sys
 import orjson
 from livekit import api
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from scripts.stack import ROOT
-from tests.integration.stack import Stack, agent_dispatches, room_persona, unique_room
+from devstack.processes import ROOT
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from tests.harness.stack import Stack, agent_dispatches, room_persona, unique_room
 
 
 async def dispatch_call(stack: Stack, *args: str, **env: str) -> tuple[int, str, str]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts.stack import ROOT
-from tests.integration.stack import (
+from devstack.processes import ROOT
+from tests.harness.stack import (
     Stack,
     agent_dispatches,
     eventually,

@@ -12,9 +12,7 @@ import orjson
 import pytest
 from livekit import api
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from config.sip_setup import TRUNK_FILE
-from scripts.stack import (
+from devstack.processes import (
     ROOT,
     LiveKitServer,
     RedisServer,
@@ -22,6 +20,8 @@ from scripts.stack import (
     start_livekit_server,
     start_redis,
 )
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from provisioning.sip_setup import TRUNK_FILE
 
 LOG_DIR = ROOT / "var" / "log" / "setup-sip"
 

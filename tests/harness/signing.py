@@ -10,7 +10,7 @@ import uuid
 from google.protobuf import json_format
 from livekit import api
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 
 
 def sign(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import api, rtc
 
-from dispatcher.contract import PersonaMetadata, dispatch_metadata, encode_room_metadata
-from scripts.stack import LiveKitServer
+from contract.metadata import PersonaMetadata, dispatch_metadata, encode_room_metadata
+from devstack.processes import LiveKitServer
 
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Protocol, TextIO
 
 import orjson
 
-from dispatcher.log_inspector import (
+from operator_tools.log_inspector import (
     PERSONA_STATUSES,
     Call,
     CallFilter,
@@ -27,7 +27,7 @@ from dispatcher.log_inspector import (
     stats,
     timeline,
 )
-from dispatcher.log_sources import LogSourceError, expand, follow_lines, read_lines
+from operator_tools.log_sources import LogSourceError, expand, follow_lines, read_lines
 
 PROG = "persona-logs"
 STATS_REFRESH_S = 5.0

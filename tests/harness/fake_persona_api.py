@@ -1,7 +1,7 @@
 """A fake CRM persona API: a real aiohttp server serving the fixture payloads, with counters.
 
 It can be told (through `/_control`) to be slow, to fail N times with a status, or to answer
-garbage. Run it as a process with `python -m tests.fakes.persona_api --port P`.
+garbage. Run it as a process with `python -m tests.harness.fake_persona_api --port P`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from livekit.protocol.sip import (
     SIPInboundTrunkInfo,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 TRUNK_FILE = CONFIG_DIR / "sip" / "inbound_trunk.json"
 RULE_FILE = CONFIG_DIR / "sip" / "dispatch_rule.json"
 

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from livekit import api, rtc
 from livekit.protocol.models import ParticipantInfo
 
-from tests.integration.stack import WebhookRecorder
+from tests.harness.stack import WebhookRecorder
 
 SAMPLE_RATE = 16000
 FRAME_MS = 20

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from config.server_config import (
+from provisioning.server_config import (
     LIVEKIT_SERVER_VERSION,
     LIVEKIT_SIP_VERSION,
     ServerConfig,
     render_server_config,
 )
-from config.sip_config import SipConfig, render_sip_config
+from provisioning.sip_config import SipConfig, render_sip_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +175,7 @@ def start_fake_persona_api(port: int, log_path: Path) -> ManagedProcess:
     """The fake CRM API (tests/fakes/persona_api.py) as a process; base URL is `/mobile`."""
     return ManagedProcess(
         "fake-persona-api",
-        python_module("tests.fakes.persona_api", "--port", str(port)),
+        python_module("tests.harness.fake_persona_api", "--port", str(port)),
         log_path,
         ready_url=f"http://127.0.0.1:{port}/_control",
     ).start()

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 
 DEFAULT_SIP_PORT = 5060
 # A small range is enough for a developer machine and keeps firewall rules short; livekit-sip's

@@ -19,8 +19,8 @@ import aiohttp
 import orjson
 from livekit import api
 
-from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, read_environment
+from contract.metadata import encode_room_metadata
 from dispatcher.caller import (
     ATTR_CALL_ID,
     ATTR_CALLER,
@@ -29,10 +29,10 @@ from dispatcher.caller import (
     detect_numbers,
     normalise_number,
 )
-from dispatcher.contract import encode_room_metadata
 from dispatcher.persona_resolver import Resolution
 from dispatcher.room_setup import CallJoin, LiveKitUnavailable, RoomGone, SetupResult
 from dispatcher.service import number_format, open_clients
+from telemetry.logs import configure_logging
 
 TEST_NUMBER = "8655701159"
 

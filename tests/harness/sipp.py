@@ -1,6 +1,6 @@
 """Run sipp (the real SIP client that plays Zoiper in our tests) and read back what happened.
 
-`SippRun` starts `tests/e2e/sipp/uac_call.xml` against a livekit-sip address with one injection
+`SippRun` starts `tests/harness/sipp_scenarios/uac_call.xml` against a livekit-sip address with one injection
 line per call (caller; dialled number), and parses sipp's files when it ends: the overall
 statistics (-trace_stat) and, per call, the INVITE -> 200 OK time from the scenario's log lines.
 """
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.stack import free_port
+from devstack.processes import free_port
 
-SCENARIO = Path(__file__).resolve().parent / "sipp" / "uac_call.xml"
-CALLERS_CSV = Path(__file__).resolve().parent / "sipp" / "callers.csv"
+SCENARIO = Path(__file__).resolve().parent / "sipp_scenarios" / "uac_call.xml"
+CALLERS_CSV = Path(__file__).resolve().parent / "sipp_scenarios" / "callers.csv"
 # Shipped by Debian's sip-tester; uac_call.xml plays it after ACK (236 packets: ~4.7 s of audio).
 RTP_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 TEST_CALLER = "8655701159"

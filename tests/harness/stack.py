@@ -19,9 +19,8 @@ from typing import Any, TypeVar
 
 from livekit import api, rtc
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from dispatcher.contract import PersonaMetadata, decode_persona_metadata
-from scripts.stack import (
+from contract.metadata import PersonaMetadata, decode_persona_metadata
+from devstack.processes import (
     ROOT,
     LiveKitServer,
     ManagedProcess,
@@ -30,6 +29,7 @@ from scripts.stack import (
     start_fake_persona_api,
     start_livekit_server,
 )
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 
 T = TypeVar("T")
 

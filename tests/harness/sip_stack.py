@@ -14,9 +14,7 @@ from pathlib import Path
 
 from livekit import api
 
-from config.server_config import DEV_API_KEY, DEV_API_SECRET
-from config.sip_setup import SetupResult, load_trunk, setup_sip
-from scripts.stack import (
+from devstack.processes import (
     LiveKitServer,
     LiveKitSip,
     RedisServer,
@@ -25,7 +23,9 @@ from scripts.stack import (
     start_redis,
     tail,
 )
-from tests.e2e.sipp import TEST_CALLER, Call, SippRun
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from provisioning.sip_setup import SetupResult, load_trunk, setup_sip
+from tests.harness.sipp import TEST_CALLER, Call, SippRun
 
 
 @dataclass

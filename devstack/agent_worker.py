@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from scripts.stack import ROOT, LiveKitServer
+from devstack.processes import ROOT, LiveKitServer
 
 REGISTERED = "registered worker"
 

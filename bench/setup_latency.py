@@ -28,7 +28,7 @@ from devstack.processes import (
     start_fake_persona_api,
     start_livekit_server,
 )
-from dispatcher.livekit_rooms import LiveKitRooms
+from dispatcher.livekit_api import LiveKitRooms
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.harness.signing import participant_joined, sign
 

@@ -10,6 +10,8 @@ from typing import Literal, TypeVar
 
 from dotenv import dotenv_values
 
+from contract.errors import PersonaDispatcherError
+
 DEFAULT_PERSONA_API_BASE = "https://devcrm.xeny.ai/apis/api/public/mobile"
 DEFAULT_AGENT_NAME = "friday"
 
@@ -19,7 +21,7 @@ LogFormat = Literal["json", "console"]
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
+class SettingsError(PersonaDispatcherError, ValueError):
     """One or more settings are missing or malformed; the message lists every problem."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -12,6 +12,8 @@ from typing import Any, Literal, cast
 
 import orjson
 
+from contract.errors import PersonaDispatcherError
+
 CONTRACT_VERSION = 1
 METADATA_KEY = "persona"
 
@@ -29,11 +31,11 @@ DEFAULT_WELCOME = "Hello! This is Friday. How can I help you today?"
 DEFAULT_CLOSING = "Thank you for calling. Goodbye!"
 
 
-class ContractError(ValueError):
+class ContractError(PersonaDispatcherError, ValueError):
     """Room metadata does not hold a valid version-1 persona."""
 
 
-class PersonaTooLarge(ValueError):
+class PersonaTooLarge(PersonaDispatcherError, ValueError):
     """The persona's instructions alone do not fit the metadata budget."""
 
     def __init__(self, size: int, budget: int) -> None:

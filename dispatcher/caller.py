@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from livekit.protocol.models import ParticipantInfo
 
 from contract.metadata import Lookup
 
@@ -152,6 +153,15 @@ def detect_numbers(
         if all(d.number != u.number for u in unique):
             unique.append(d)
     return unique
+
+
+def party_of(participant: ParticipantInfo) -> CallParty:
+    """The fields of a webhook's participant that the extraction reads."""
+    return CallParty(
+        identity=participant.identity,
+        metadata=participant.metadata,
+        attributes=dict(participant.attributes),
+    )
 
 
 def call_id_of(party: CallParty) -> str | None:

@@ -10,10 +10,12 @@ import aiohttp
 import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
+from contract.errors import PersonaDispatcherError
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class PersonaError(Exception):
+class PersonaError(PersonaDispatcherError):
     """Base of the persona API's typed errors."""
 
 
@@ -24,14 +26,9 @@ class PersonaNotFound(PersonaError):
 class PersonaUpstreamError(PersonaError):
     """The API answered with an error, or with something that is not a persona payload."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.status = status
-        self.retryable = retryable
-
-
-class PersonaTimeout(PersonaError):
-    """No answer within the deadline."""
 
 
 @dataclass(frozen=True)
@@ -122,13 +119,11 @@ class PersonaApiClient:
                     raise PersonaUpstreamError(
                         f"persona API answered {status} after {attempts.count} attempts",
                         status=status,
-                        retryable=status in RETRY_STATUSES,
                     )
                 body = await _read_capped(resp, self._cfg.max_bytes)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise PersonaUpstreamError(
                 f"persona API unreachable after {attempts.count} attempts: {type(e).__name__}",
-                retryable=True,
             ) from e
         try:
             payload = orjson.loads(body)

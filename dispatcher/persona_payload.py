@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from contract.errors import PersonaDispatcherError
 from contract.metadata import Persona
 
 
-class PersonaPayloadError(ValueError):
+class PersonaPayloadError(PersonaDispatcherError, ValueError):
     """The payload is not a persona payload (garbage, wrong types, no instructions)."""
 
 
-class PersonaNotInPayload(LookupError):
+class PersonaNotInPayload(PersonaDispatcherError, LookupError):
     """The payload is well formed but maps the number to no voice agent persona."""
 
 

@@ -10,18 +10,19 @@ from dataclasses import dataclass
 from livekit import api
 
 from config.settings import Settings
+from dispatcher.call_setup import CallSetup, SetupPolicy
 from dispatcher.caller import NumberFormat
-from dispatcher.livekit_rooms import LiveKitRooms
+from dispatcher.livekit_api import LiveKitRooms
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
-from dispatcher.room_setup import CallSetup, SetupPolicy
+from dispatcher.setup_guard import SetupGuard
 
 
 @dataclass(frozen=True)
 class Clients:
     resolver: PersonaResolver
-    setup: CallSetup
+    setup: SetupGuard
     livekit: api.LiveKitAPI
 
 
@@ -62,7 +63,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     rooms = LiveKitRooms(
         settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
     )
-    setup = CallSetup(
+    call_setup = CallSetup(
         rooms,
         resolver,
         SetupPolicy(
@@ -72,10 +73,10 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             lookups=settings.persona_lookup,
             number_format=number_format(settings),
             default_caller=settings.default_caller,
-            remember=settings.handled_events_size,
             unmasked_logs=settings.log_unmasked,
         ),
     )
+    setup = SetupGuard(call_setup.run, remember=settings.handled_events_size)
     try:
         yield Clients(resolver, setup, rooms.server)
     finally:

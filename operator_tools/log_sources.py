@@ -11,11 +11,13 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, cast
 
+from contract.errors import PersonaDispatcherError
+
 STDIN = "-"
 _CHUNK = 1 << 20
 
 
-class LogSourceError(Exception):
+class LogSourceError(PersonaDispatcherError):
     """An input named on the command line cannot be read."""
 
 

@@ -1,7 +1,8 @@
 """`persona-dispatch-call`: try a persona for a number without a phone call.
 
-It runs the webhook path's own set-up (`CallSetup.handle_join`) for a fresh or given room, then
-prints what happened and a join token so that a person can talk to the agent from a web client.
+It runs the webhook path's own set-up (`SetupGuard` around `CallSetup.run`) for a fresh or given
+room, then prints what happened and a join token so that a person can talk to the agent from a web
+client.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
 import orjson
 from livekit import api
 
 from config.settings import Settings, SettingsError, load_settings, read_environment
+from contract.errors import PersonaDispatcherError
 from contract.metadata import encode_room_metadata
+from dispatcher.call_setup import CallJoin, SetupResult
 from dispatcher.caller import (
     ATTR_CALL_ID,
     ATTR_CALLER,
@@ -29,8 +31,13 @@ from dispatcher.caller import (
     detect_numbers,
     normalise_number,
 )
+from dispatcher.livekit_api import (
+    LiveKitError,
+    LiveKitNotFound,
+    LiveKitUnreachable,
+    livekit_call,
+)
 from dispatcher.persona_resolver import Resolution
-from dispatcher.room_setup import CallJoin, LiveKitUnavailable, RoomGone, SetupResult
 from dispatcher.service import number_format, open_clients
 from telemetry.logs import configure_logging
 
@@ -45,7 +52,7 @@ EXIT_AUTH = 6
 EXIT_LIVEKIT = 7
 
 
-class CommandError(Exception):
+class CommandError(PersonaDispatcherError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
@@ -137,34 +144,29 @@ async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outc
             size = len(encoded.encode())
             return Outcome(number, room, resolution, None, size, None, _ms(started))
         try:
-            async with asyncio.timeout(settings.livekit.api_timeout_s):
-                await clients.livekit.room.create_room(api.CreateRoomRequest(name=room))
-        except api.TwirpError as e:
-            raise _livekit_error(e.status, e.message) from None
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise CommandError(
-                f"LiveKit server at {settings.livekit.url} is unreachable ({type(e).__name__})",
-                EXIT_UNREACHABLE,
-            ) from None
-        join = CallJoin(f"manual_{uuid.uuid4().hex}", room, "", party)
-        try:
+            await livekit_call(
+                "create_room",
+                clients.livekit.room.create_room(api.CreateRoomRequest(name=room)),
+                settings.livekit.api_timeout_s,
+            )
+            join = CallJoin(f"manual_{uuid.uuid4().hex}", room, "", party)
             result = await clients.setup.handle_join(join)
-        except LiveKitUnavailable as e:
-            raise _livekit_error(e.status, str(e)) from None
-        except RoomGone:
+        except LiveKitNotFound:
             raise CommandError(f"room {room} closed during set-up", EXIT_LIVEKIT) from None
+        except LiveKitError as e:
+            raise _livekit_error(e, settings.livekit.url) from None
         token = join_token(settings, room, number)
         return Outcome(number, room, None, result, result.metadata_bytes, token, _ms(started))
 
 
-def _livekit_error(status: int | None, detail: str) -> CommandError:
-    if status in (401, 403):
+def _livekit_error(e: LiveKitError, url: str) -> CommandError:
+    if isinstance(e, LiveKitUnreachable):
+        return CommandError(f"LiveKit server at {url} is unreachable ({e})", EXIT_UNREACHABLE)
+    if e.status in (401, 403):
         return CommandError(
             "LiveKit refused the API key/secret (LIVEKIT_API_KEY / LIVEKIT_API_SECRET)", EXIT_AUTH
         )
-    if status is None:
-        return CommandError(f"LiveKit server is unreachable ({detail})", EXIT_UNREACHABLE)
-    return CommandError(f"LiveKit API error {status}: {detail}", EXIT_LIVEKIT)
+    return CommandError(f"LiveKit API error: {e}", EXIT_LIVEKIT)
 
 
 def _ms(started: float) -> float:

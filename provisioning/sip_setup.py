@@ -7,13 +7,11 @@ set-up twice changes nothing, and duplicates a race left behind are deleted.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import aiohttp
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from livekit import api
@@ -27,6 +25,9 @@ from livekit.protocol.sip import (
     SIPDispatchRuleInfo,
     SIPInboundTrunkInfo,
 )
+
+from contract.errors import PersonaDispatcherError
+from dispatcher.livekit_api import LiveKitRejected, LiveKitUnreachable, livekit_call
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 TRUNK_FILE = CONFIG_DIR / "sip" / "inbound_trunk.json"
@@ -42,7 +43,7 @@ M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 
 
-class SetupError(Exception):
+class SetupError(PersonaDispatcherError):
     """A set-up failure with a one-line message and the exit code scripts/setup_sip.py uses."""
 
     exit_code = 1
@@ -229,10 +230,7 @@ def describe_wanted(trunk: SIPInboundTrunkInfo, rule: SIPDispatchRuleInfo) -> st
 
 
 class SipSetup:
-    """Applies the plan through `LiveKitAPI.sip`; every call is bounded by `timeout` seconds.
-
-    LiveKitAPI's own timeout does not bound a request that hangs, hence `asyncio.timeout`.
-    """
+    """Applies the plan through `LiveKitAPI.sip`; every call is bounded by `timeout` seconds."""
 
     def __init__(self, lkapi: api.LiveKitAPI, *, timeout: float = 10.0) -> None:
         self._sip = lkapi.sip
@@ -240,18 +238,15 @@ class SipSetup:
 
     async def _call(self, what: str, request: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(self._timeout):
-                return await request
-        except TimeoutError:
-            raise ServerUnreachable(f"{what}: no answer within {self._timeout:g}s") from None
-        except aiohttp.ClientConnectionError as e:
-            raise ServerUnreachable(f"{what}: cannot reach livekit-server ({e})") from None
-        except api.TwirpError as e:
+            return await livekit_call(what, request, self._timeout)
+        except LiveKitUnreachable as e:
+            raise ServerUnreachable(f"{what}: cannot reach livekit-server ({e.detail})") from None
+        except LiveKitRejected as e:
             if "sip not connected" in e.message:
                 raise SipNotConnected(
                     "livekit-server has no Redis: sip not connected (add redis to its config)"
                 ) from None
-            raise ServerRejected(f"{what}: {e.code}: {e.message} (HTTP {e.status})") from None
+            raise ServerRejected(f"{what}: {e.detail}") from None
 
     async def list_trunks(self) -> list[SIPInboundTrunkInfo]:
         resp = await self._call(

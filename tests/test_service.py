@@ -15,8 +15,8 @@ from livekit import api
 
 from config.settings import Settings
 from contract.metadata import decode_persona_metadata
+from dispatcher.call_setup import CallJoin
 from dispatcher.caller import CallParty
-from dispatcher.room_setup import CallJoin
 from dispatcher.service import open_clients
 from tests.conftest import ROOT, LogCapture
 from tests.harness.fake_livekit import FakeLiveKit

@@ -60,7 +60,7 @@ def test_sip_config_secret_is_not_in_repr() -> None:
 
 
 def test_committed_example_configs_are_what_the_renderers_produce() -> None:
-    """config/livekit.yaml and config/sip.yaml: `python -m provisioning.examples` regenerates them."""
+    """config/livekit.yaml and config/sip.yaml; `python -m provisioning.examples` rewrites them."""
     for path, text in example_files().items():
         assert path.read_text() == text, (
             f"{path.name} is stale: run python -m provisioning.examples"

@@ -10,14 +10,13 @@ from livekit import api
 from config.settings import Settings
 from dispatcher.service import open_clients
 from webhooks import handlers
-from webhooks.keys import CALL_SETUP, RECEIVER, RESOLVER, SETTINGS
+from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_clients(settings) as clients:
-        app[RESOLVER] = clients.resolver
         app[CALL_SETUP] = clients.setup
         app[RECEIVER] = api.WebhookReceiver(
             api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)

@@ -1,4 +1,5 @@
-"""HTTP handlers: they sequence the pure core and the clients, nothing more."""
+"""HTTP handlers: verify, route, hand the call to the set-up, reply. Errors are answered by
+`webhooks.middleware`, the one place that maps them to HTTP statuses."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import structlog
 from aiohttp import web
 from livekit import api
 
-from dispatcher.caller import CallParty, call_id_of
-from dispatcher.room_setup import CallJoin, RoomGone
+from dispatcher.call_setup import CallJoin
+from dispatcher.caller import call_id_of, party_of
 from telemetry.logs import get_logger
 from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
 from webhooks.verify import verify_webhook
@@ -31,33 +32,26 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.read()
     event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
+    has_participant = event.HasField("participant")
     participant = event.participant
-    party = CallParty(
-        identity=participant.identity,
-        metadata=participant.metadata,
-        attributes=dict(participant.attributes),
-    )
     structlog.contextvars.bind_contextvars(
-        event_id=event.id, room=event.room.name or None, call_id=call_id_of(party)
+        event_id=event.id,
+        room=event.room.name or None,
+        call_id=call_id_of(party_of(participant)) if has_participant else None,
     )
-    is_sip = event.HasField("participant") and participant.kind == SIP
     log.info(
         "webhook.received",
         event_type=event.event,
         participant_kind=api.ParticipantInfo.Kind.Name(participant.kind)
-        if event.HasField("participant")
+        if has_participant
         else None,
         bytes=len(body),
     )
-    setup = request.app[CALL_SETUP]
+    is_sip = has_participant and participant.kind == SIP
+    guard = request.app[CALL_SETUP]
 
     if event.event == "participant_joined" and is_sip:
-        join = CallJoin(event.id, event.room.name, event.room.metadata, party)
-        try:
-            result = await setup.handle_join(join)
-        except RoomGone as e:
-            log.info("webhook.ignored", event_type=event.event, reason=f"room gone ({e})")
-            return web.json_response({"status": "room_gone"})
+        result = await guard.handle_join(CallJoin.of_webhook(event))
         return web.json_response(
             {
                 "status": "dispatched" if result.dispatched else result.reason,
@@ -69,7 +63,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         )
 
     if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
-        released = setup.release(event.room.name)
+        released = guard.release(event.room.name)
         log.info("room.released", reason=event.event, held=released)
         return web.json_response({"status": "released", "held": released})
 

@@ -6,10 +6,8 @@ from aiohttp import web
 from livekit import api
 
 from config.settings import Settings
-from dispatcher.persona_resolver import PersonaResolver
-from dispatcher.room_setup import CallSetup
+from dispatcher.setup_guard import SetupGuard
 
 SETTINGS = web.AppKey("settings", Settings)
-RESOLVER = web.AppKey("resolver", PersonaResolver)
-CALL_SETUP = web.AppKey("call_setup", CallSetup)
+CALL_SETUP = web.AppKey("call_setup", SetupGuard)
 RECEIVER = web.AppKey("receiver", api.WebhookReceiver)

@@ -1,4 +1,4 @@
-"""The one place where typed errors become HTTP answers."""
+"""The one place where errors become HTTP answers."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from dispatcher.room_setup import LiveKitUnavailable
+from dispatcher.livekit_api import LiveKitError, LiveKitNotFound
 from telemetry.logs import get_logger
 from webhooks.verify import WebhookAuthError, WebhookPayloadError
 
 log = get_logger(__name__)
 
 
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
 def _reject(status: int, reason: str, started: float) -> web.Response:
-    log.warning(
-        "webhook.rejected",
-        status=status,
-        reason=reason,
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
+    log.warning("webhook.rejected", status=status, reason=reason, duration_ms=_ms(started))
     return web.json_response({"error": reason}, status=status)
 
 
@@ -37,14 +36,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _reject(400, f"bad request: {e}", started)
     except web.HTTPRequestEntityTooLarge:
         return _reject(413, "body too large", started)
-    except LiveKitUnavailable as e:
+    except LiveKitNotFound as e:
+        # The room closed before its call was set up: nothing to redeliver.
+        log.info("webhook.ignored", event_type="participant_joined", reason=f"room gone ({e.step})")
+        return web.json_response({"status": "room_gone"})
+    except LiveKitError as e:
         # 5xx makes LiveKit redeliver the webhook (it does not retry 4xx).
         log.error(
             "call.setup_failed",
             error=str(e),
             step=e.step,
             livekit_status=e.status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=_ms(started),
         )
         return web.json_response({"error": "livekit unavailable", "step": e.step}, status=503)
     except web.HTTPException:

@@ -6,12 +6,18 @@ import jwt
 from google.protobuf import json_format
 from livekit import api
 
+from contract.errors import PersonaDispatcherError
 
-class WebhookAuthError(Exception):
+
+class WebhookError(PersonaDispatcherError):
+    """A webhook that must be refused."""
+
+
+class WebhookAuthError(WebhookError):
     """Missing, forged, tampered, expired or wrongly keyed signature: answer 401."""
 
 
-class WebhookPayloadError(Exception):
+class WebhookPayloadError(WebhookError):
     """Signed correctly but not a webhook event: answer 400."""
 
 

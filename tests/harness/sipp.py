@@ -1,6 +1,6 @@
 """Run sipp (the real SIP client that plays Zoiper in our tests) and read back what happened.
 
-`SippRun` starts `tests/harness/sipp_scenarios/uac_call.xml` against a livekit-sip address with one injection
+`SippRun` starts `sipp_scenarios/uac_call.xml` against a livekit-sip address with one injection
 line per call (caller; dialled number), and parses sipp's files when it ends: the overall
 statistics (-trace_stat) and, per call, the INVITE -> 200 OK time from the scenario's log lines.
 """

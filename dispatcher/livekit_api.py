@@ -1,0 +1,96 @@
+"""The one adapter to LiveKit's server API: every call bounded by a deadline, every failure turned
+into the project's errors (`LiveKitUnreachable`, `LiveKitRejected`, `LiveKitNotFound`) for the call
+set-up, the SIP provisioning and the manual dispatch alike.
+
+`LiveKitAPI` ignores its own timeout and retries nothing against a self-hosted server, hence
+`asyncio.timeout` around each call; the retry, where there is one, is the caller's (the webhook
+path answers 503 so that LiveKit redelivers).
+
+`LiveKitAPI` also signs a fresh JWT for every call (about 0.15 ms of CPU each, in `AccessToken`);
+a call set-up makes four calls on one room, so `LiveKitRooms.for_room` signs one token per room
+carrying exactly the grants those calls need (admin of that room, list rooms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import aiohttp
+from livekit import api
+
+from contract.errors import PersonaDispatcherError
+
+T = TypeVar("T")
+TOKEN_TTL = datetime.timedelta(minutes=5)
+
+
+class LiveKitError(PersonaDispatcherError):
+    """A LiveKit server API call failed; `step` names the call."""
+
+    def __init__(self, step: str, detail: str, status: int | None = None) -> None:
+        super().__init__(f"{step}: {detail}")
+        self.step = step
+        self.detail = detail
+        self.status = status
+
+
+class LiveKitUnreachable(LiveKitError):
+    """No answer: connection refused or reset, or nothing within the deadline."""
+
+
+class LiveKitRejected(LiveKitError):
+    """The server answered with an error (bad credentials, invalid request, its own failure)."""
+
+    def __init__(self, step: str, code: str, message: str, status: int | None) -> None:
+        super().__init__(step, f"{code}: {message} (HTTP {status})", status)
+        self.code = code
+        self.message = message
+
+
+class LiveKitNotFound(LiveKitRejected):
+    """What the call names does not exist (for a call set-up: the room closed first)."""
+
+
+async def livekit_call(step: str, request: Awaitable[T], timeout_s: float) -> T:
+    """Await one LiveKit API `request` within `timeout_s`; raises `LiveKitError` subclasses."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request
+    except api.TwirpError as e:
+        kind = (
+            LiveKitNotFound
+            if e.status == 404 or e.code == api.TwirpErrorCode.NOT_FOUND
+            else LiveKitRejected
+        )
+        raise kind(step, str(e.code), e.message, e.status) from e
+    except TimeoutError:
+        raise LiveKitUnreachable(step, f"no answer within {timeout_s:g}s") from None
+    except aiohttp.ClientError as e:
+        raise LiveKitUnreachable(step, f"{type(e).__name__}: {e}") from e
+
+
+class LiveKitRooms:
+    """Owns the HTTP session; `for_room` clients borrow it and need no closing."""
+
+    def __init__(self, url: str, api_key: str, api_secret: str) -> None:
+        self._url = url
+        self._key = api_key
+        self._secret = api_secret
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        self.server = api.LiveKitAPI(url, api_key, api_secret, session=self._session)
+
+    def for_room(self, room: str) -> api.LiveKitAPI:
+        """A client whose single token lets it read rooms and administer `room` only."""
+        token = (
+            api.AccessToken(self._key, self._secret)
+            .with_grants(api.VideoGrants(room_admin=True, room=room, room_list=True))
+            .with_ttl(TOKEN_TTL)
+            .to_jwt()
+        )
+        return api.LiveKitAPI(self._url, token=token, session=self._session)
+
+    async def aclose(self) -> None:
+        await self._session.close()

@@ -65,9 +65,9 @@ def main() -> int:
     except SettingsError as e:
         print(f"persona-agent: {e}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format, service="agent")
+    configure_logging(settings.logs.level, settings.logs.format, service="agent")
     # The framework's own job lifecycle records (registration, job received, job ended).
-    logging.getLogger("livekit.agents").setLevel(settings.log_level.upper())
+    logging.getLogger("livekit.agents").setLevel(settings.logs.level.upper())
     # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that
     # no stack here uses; the pipeline's Silero VAD is loaded per job process by its setup.
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")

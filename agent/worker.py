@@ -45,7 +45,7 @@ class JobProcessSetup:
         self.settings = settings
 
     def __call__(self, proc: JobProcess) -> None:
-        configure_forwarded_logging(self.settings.log_level, service="agent")
+        configure_forwarded_logging(self.settings.logs.level, service="agent")
         proc.userdata["models"] = preload_models(self.settings)
 
 
@@ -88,12 +88,12 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
     )
     meta = applied.meta
     structlog.contextvars.bind_contextvars(call_id=meta.call_id)
-    log_applied(applied, room=room, unmasked=settings.log_unmasked)
+    log_applied(applied, room=room, unmasked=settings.logs.unmasked)
 
     transcript = TranscriptLog(settings.transcript_path, room=room, call_id=meta.call_id)
     transcript.write(
         "persona.applied",
-        caller=mask_number(meta.caller, unmasked=settings.log_unmasked),
+        caller=mask_number(meta.caller, unmasked=settings.logs.unmasked),
         **applied.log_fields(),
     )
     session = new_session(factory(meta.persona))
@@ -135,7 +135,7 @@ def create_server(
         load_fnc=JobCountLoad(settings.max_jobs) if settings.max_jobs else None,
         drain_timeout=settings.drain_timeout_s,
         setup_fnc=JobProcessSetup(settings),
-        log_level=settings.log_level.upper(),
+        log_level=settings.logs.level.upper(),
     )
     server.rtc_session(JobEntrypoint(settings, make_factory), agent_name=settings.agent_name)
     return server

@@ -1,38 +1,57 @@
-"""The agent worker's settings, read once at start-up (the dispatcher has its own in settings.py).
-
-`AGENT_NAME` and the LiveKit connection are read with the same helpers as the dispatcher's, so
-both sides agree on one agent name.
-"""
+"""The agent worker's settings, read once at start-up. The LiveKit connection, the agent name and
+how to log are the dispatcher's own fields (config/settings.py), so both sides agree on them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
-from config.settings import (
-    DEFAULT_AGENT_NAME,
+from config.env import (
     EnvReader,
-    LiveKitSettings,
-    LogFormat,
-    read_agent_name,
+    choice,
+    integer,
+    path,
     read_environment,
+    read_fields,
+    seconds,
+    setting,
+    text,
 )
+from config.settings import DEFAULT_AGENT_NAME, LiveKitSettings, LogSettings, agent_name
 
 StackName = Literal["openai-realtime", "pipeline", "fake"]
 STACKS: tuple[StackName, ...] = ("openai-realtime", "pipeline", "fake")
 
 DEFAULT_TRANSCRIPT_PATH = Path("conversations/transcripts.jsonl")
 
+# The provider keys each stack needs at start-up.
+REQUIRED_KEYS: dict[StackName, tuple[str, ...]] = {
+    "openai-realtime": ("OPENAI_API_KEY",),
+    "pipeline": ("OPENAI_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"),
+    "fake": (),
+}
+
 
 @dataclass(frozen=True)
 class ProviderKeys:
     """API keys of the model providers; never in `repr` or logs."""
 
-    openai: str | None = field(default=None, repr=False)
-    deepgram: str | None = field(default=None, repr=False)
-    cartesia: str | None = field(default=None, repr=False)
+    openai: str | None = setting("OPENAI_API_KEY", None, text, secret=True)
+    deepgram: str | None = setting("DEEPGRAM_API_KEY", None, text, secret=True)
+    cartesia: str | None = setting("CARTESIA_API_KEY", None, text, secret=True)
+
+
+def _load_threshold(r: EnvReader, name: str, raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        r.problem(f"{name}={raw!r} must be a number > 0 (or inf)")
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -40,94 +59,48 @@ class AgentSettings:
     """Everything the agent worker needs, validated."""
 
     livekit: LiveKitSettings
-    agent_name: str = DEFAULT_AGENT_NAME
-    stack: StackName = "openai-realtime"
+    logs: LogSettings = field(default_factory=LogSettings)
     keys: ProviderKeys = field(default_factory=ProviderKeys)
+    agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
+    stack: StackName = setting("AGENT_STACK", "openai-realtime", choice(*STACKS))
     # How long a job waits for the persona to appear in room metadata before the default persona.
-    persona_wait_s: float = 2.0
-    transcript_path: Path = DEFAULT_TRANSCRIPT_PATH
+    persona_wait_s: float = setting("AGENT_PERSONA_WAIT_S", 2.0, seconds)
+    transcript_path: Path = setting("TRANSCRIPT_PATH", DEFAULT_TRANSCRIPT_PATH, path)
     # The fake stack's record of every LLM request and spoken line (JSON lines), for tests.
-    fake_llm_log: Path | None = None
-    openai_realtime_model: str = "gpt-realtime"
-    openai_llm_model: str = "gpt-4.1-mini"
-    openai_tts_model: str = "gpt-4o-mini-tts"
-    deepgram_model: str = "nova-3"
-    cartesia_model: str = "sonic-3"
+    fake_llm_log: Path | None = setting("AGENT_FAKE_LLM_LOG", None, path)
+    openai_realtime_model: str = setting("OPENAI_REALTIME_MODEL", "gpt-realtime", text)
+    openai_llm_model: str = setting("OPENAI_LLM_MODEL", "gpt-4.1-mini", text)
+    openai_tts_model: str = setting("OPENAI_TTS_MODEL", "gpt-4o-mini-tts", text)
+    deepgram_model: str = setting("DEEPGRAM_MODEL", "nova-3", text)
+    cartesia_model: str = setting("CARTESIA_MODEL", "sonic-3", text)
     # Used when the persona carries no voice / language of its own.
-    voice: str | None = None
-    language: str = "en"
-    http_host: str = "127.0.0.1"
-    http_port: int = 8081
-    idle_processes: int = 2
+    voice: str | None = setting("AGENT_VOICE", None, text)
+    language: str = setting("AGENT_LANGUAGE", "en", text)
+    http_host: str = setting("AGENT_HTTP_HOST", "127.0.0.1", text)
+    http_port: int = setting("AGENT_HTTP_PORT", 8081, integer(minimum=0, maximum=65535))
+    idle_processes: int = setting("AGENT_IDLE_PROCESSES", 2, integer(minimum=0))
     # Above this load (0-1) the worker takes no new job; `inf` never refuses.
-    load_threshold: float = 0.7
+    load_threshold: float = setting("AGENT_LOAD_THRESHOLD", 0.7, _load_threshold)
     # 0: load is livekit-agents' CPU measure. N > 0: load is running jobs / N (full at N jobs),
     # which suits a shared or small machine where CPU use says little about call capacity.
-    max_jobs: int = 0
-    drain_timeout_s: int = 600
-    log_level: str = "info"
-    log_format: LogFormat = "json"
-    log_unmasked: bool = False
-
-
-def _required_keys(stack: StackName) -> tuple[str, ...]:
-    if stack == "openai-realtime":
-        return ("OPENAI_API_KEY",)
-    if stack == "pipeline":
-        return ("OPENAI_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY")
-    return ()
-
-
-def _load_threshold(r: EnvReader) -> float:
-    raw = r.text("AGENT_LOAD_THRESHOLD", "0.7")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        r.problems.append(f"AGENT_LOAD_THRESHOLD={raw!r} must be a number > 0 (or inf)")
-        return 0.7
-    return value
+    max_jobs: int = setting("AGENT_MAX_JOBS", 0, integer(minimum=0))
+    drain_timeout_s: int = setting("AGENT_DRAIN_TIMEOUT_S", 600, integer(minimum=1))
 
 
 def load_agent_settings(env: Mapping[str, str] | None = None) -> AgentSettings:
     """Build and validate `AgentSettings`; raises `SettingsError` naming every problem."""
     r = EnvReader(read_environment() if env is None else env)
-    stack = cast(StackName, r.choice("AGENT_STACK", "openai-realtime", STACKS))
-    for name in _required_keys(stack):
-        if r.raw(name) is None:
-            r.problems.append(f"{name} is required by AGENT_STACK={stack}")
-    fake_log = r.optional("AGENT_FAKE_LLM_LOG")
     settings = AgentSettings(
-        livekit=LiveKitSettings.read(r),
-        agent_name=read_agent_name(r),
-        stack=stack,
-        keys=ProviderKeys(
-            openai=r.optional("OPENAI_API_KEY"),
-            deepgram=r.optional("DEEPGRAM_API_KEY"),
-            cartesia=r.optional("CARTESIA_API_KEY"),
-        ),
-        persona_wait_s=r.seconds("AGENT_PERSONA_WAIT_S", 2.0),
-        transcript_path=Path(r.text("TRANSCRIPT_PATH", str(DEFAULT_TRANSCRIPT_PATH))),
-        fake_llm_log=Path(fake_log) if fake_log else None,
-        openai_realtime_model=r.text("OPENAI_REALTIME_MODEL", "gpt-realtime"),
-        openai_llm_model=r.text("OPENAI_LLM_MODEL", "gpt-4.1-mini"),
-        openai_tts_model=r.text("OPENAI_TTS_MODEL", "gpt-4o-mini-tts"),
-        deepgram_model=r.text("DEEPGRAM_MODEL", "nova-3"),
-        cartesia_model=r.text("CARTESIA_MODEL", "sonic-3"),
-        voice=r.optional("AGENT_VOICE"),
-        language=r.text("AGENT_LANGUAGE", "en"),
-        http_host=r.text("AGENT_HTTP_HOST", "127.0.0.1"),
-        http_port=r.integer("AGENT_HTTP_PORT", 8081, minimum=0),
-        idle_processes=r.integer("AGENT_IDLE_PROCESSES", 2, minimum=0),
-        load_threshold=_load_threshold(r),
-        max_jobs=r.integer("AGENT_MAX_JOBS", 0, minimum=0),
-        drain_timeout_s=r.integer("AGENT_DRAIN_TIMEOUT_S", 600, minimum=1),
-        log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-        log_format=cast(LogFormat, r.choice("LOG_FORMAT", "json", ("json", "console"))),
-        log_unmasked=r.flag("LOG_UNMASKED", False),
+        **read_fields(
+            AgentSettings,
+            r,
+            livekit=LiveKitSettings.read(r),
+            logs=LogSettings.read(r),
+            keys=ProviderKeys(**read_fields(ProviderKeys, r)),
+        )
     )
-    if settings.http_port > 65535:
-        r.problems.append(f"AGENT_HTTP_PORT={settings.http_port} is not a port")
+    for name in REQUIRED_KEYS[settings.stack]:
+        if r.raw(name) is None:
+            r.problem(f"{name} is required by AGENT_STACK={settings.stack}")
     r.done()
     return settings

@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 from livekit import api
 
-from config.settings import Settings, SettingsError, load_settings, read_environment
+from config.env import read_environment
+from config.settings import Settings, SettingsError, load_settings
 from contract.errors import PersonaDispatcherError
 from contract.metadata import encode_room_metadata
 from dispatcher.call_setup import CallJoin, SetupResult
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, agent_name=args.agent)
     room = args.room or f"call_{number}_{uuid.uuid4().hex[:6]}"
     # Keep stdout for the summary; structured logs of the set-up go to stderr.
-    configure_logging("warning", settings.log_format, service="manual-dispatch", stream=sys.stderr)
+    configure_logging("warning", settings.logs.format, service="manual-dispatch", stream=sys.stderr)
     try:
         outcome = asyncio.run(run(settings, number, room, args.dry_run))
     except CommandError as e:

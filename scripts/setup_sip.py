@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.settings import read_environment
+from config.env import read_environment
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from provisioning.sip_setup import (
     RULE_FILE,

@@ -18,7 +18,7 @@ def main() -> None:
     except SettingsError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level, settings.log_format, service="dispatcher")
+    configure_logging(settings.logs.level, settings.logs.format, service="dispatcher")
     get_logger(__name__).info(
         "service.starting",
         host=settings.host,

@@ -6,7 +6,6 @@ in another process can read every request; in-process tests read `RecordingLLM.r
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -221,11 +220,3 @@ class _ToneStream(tts.ChunkedStream):
         )
         output_emitter.push(self._tone_tts.tone(self.input_text))
         output_emitter.flush()
-
-
-def read_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The records a fake stack wrote to `path` (all, or one `kind`: `llm` / `tts`)."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if kind is None or r.get("kind") == kind]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from livekit.agents.voice.events import (
     ConversationItemAddedEvent,
     FunctionToolsExecutedEvent,
 )
+
+from contract.metadata import utc_now_iso
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -28,10 +29,6 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class TranscriptLog:
     """Appends one call's events to the transcript file, each tagged with `room` and `call_id`."""
 
@@ -43,7 +40,13 @@ class TranscriptLog:
     def write(self, event: str, **fields: Any) -> None:
         append_jsonl(
             self.path,
-            {"ts": _now(), "event": event, "room": self.room, "call_id": self.call_id, **fields},
+            {
+                "ts": utc_now_iso(),
+                "event": event,
+                "room": self.room,
+                "call_id": self.call_id,
+                **fields,
+            },
         )
 
     def attach(self, session: AgentSession[Any]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from devstack.agent_worker import start_agent_worker
 from tests.harness.calls import SipCaller, sip_token
 from tests.harness.stack import Stack, start_stack
+from tests.harness.timings import percentile
 
 PERSONA_FIELDS = {
     "personality": "You are Priya, a polite assistant for a clinic's appointment line.",
@@ -38,13 +38,6 @@ class CallTimes:
     agent_joined: float
     first_frame: float
     first_sound: float
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def number(n: int) -> str:

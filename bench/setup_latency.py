@@ -22,23 +22,15 @@ import aiohttp
 from livekit import api
 
 from contract.metadata import Persona, PersonaMetadata, dispatch_metadata, encode_room_metadata
-from devstack.processes import (
-    free_port,
-    start_dispatcher,
-    start_fake_persona_api,
-    start_livekit_server,
-)
+from devstack.processes import free_port
+from devstack.services import start_dispatcher, start_livekit_server
 from dispatcher.livekit_api import LiveKitRooms
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from tests.harness.fake_persona_api import start_fake_persona_api
 from tests.harness.signing import participant_joined, sign
+from tests.harness.timings import percentile
 
 NUMBERS = ["8655701159", "9000000002", "9000000003"]
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 async def run_concurrently(
@@ -125,8 +117,7 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
             for room, number in zip(warm, NUMBERS, strict=True):
                 await post(signed(room, number))  # the persona cache is warm from here on
 
-            assert dispatcher.proc is not None
-            rss_before = rss_mib(dispatcher.proc.pid)
+            rss_before = rss_mib(dispatcher.pid)
             rooms = [f"bench_{i}" for i in range(n)]
             await create_rooms(lk, rooms)
             # Bodies are signed beforehand: the client's signing is not the dispatcher's latency.
@@ -164,7 +155,7 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
 
         floor, floor_wall = await run_concurrently(n, c, direct)
         await rooms_api.aclose()
-        rss_after = rss_mib(dispatcher.proc.pid)
+        rss_after = rss_mib(dispatcher.pid)
         print(f"call set-up, N={n}, concurrency={c}, warm persona cache, 2-core machine")
         print(
             f"dispatcher RSS {rss_before:.1f} MiB warm -> {rss_after:.1f} MiB after {n} set-ups "

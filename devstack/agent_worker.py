@@ -1,20 +1,16 @@
-"""Start and stop the agent worker (`python -m agent`) as a separate process (tests, benches)."""
+"""Start and stop the agent worker (`python -m agent`) as a process: the dev command, tests and
+benchmarks use it the same way."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
-from devstack.processes import ROOT, LiveKitServer
+from devstack.logs import read_json_lines
+from devstack.processes import ManagedProcess, python_module
+from devstack.services import LiveKitServer
 
 REGISTERED = "registered worker"
 
@@ -50,68 +46,32 @@ class AgentWorker:
 
     env: dict[str, str]
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
+    process: ManagedProcess | None = None
 
     def start(self, timeout: float = 60.0) -> AgentWorker:
         """Start the worker and return once it is registered with the server."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent"],
-            cwd=ROOT,
+        self.process = ManagedProcess(
+            "agent worker",
+            python_module("agent"),
+            self.log_path,
             env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            inherit_env=False,
+            ready=lambda: self.log_records(event=REGISTERED),
+            # SIGTERM drains running calls first (AGENT_DRAIN_TIMEOUT_S).
+            stop_grace_s=15.0,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"agent worker exited with {self.proc.returncode}:\n{self.log_text(offset)}"
-                )
-            if any(r.get("event") == REGISTERED for r in self.log_records(offset)):
-                return self
-            time.sleep(0.1)
-        raise TimeoutError(f"agent worker not registered in {timeout}s:\n{self.log_text(offset)}")
+        self.process.start(timeout)
+        return self
 
-    def log_text(self, offset: int = 0) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
+    def log_records(self, **match: Any) -> list[dict[str, Any]]:
+        """The worker's JSON log lines since this start whose fields equal `match`."""
+        offset = self.process.log_offset if self.process is not None else 0
+        return read_json_lines(self.log_path, offset, **match)
 
-    def log_records(self, offset: int = 0) -> list[dict[str, Any]]:
-        """The worker's JSON log lines (other lines skipped)."""
-        records = []
-        for line in self.log_text(offset).splitlines():
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                records.append(value)
-        return records
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (the worker drains, then exits); the whole process group is killed if it
-        has not exited within `timeout`. Returns the exit code."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self.proc is not None:
-            # Job processes of a killed worker may outlive it in its group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode if self.proc is not None else None
+    def stop(self) -> int | None:
+        """SIGTERM (the worker drains, then exits); its whole process group is killed if it has
+        not exited within the grace period. Returns the exit code."""
+        return self.process.stop() if self.process is not None else None
 
 
 def start_agent_worker(

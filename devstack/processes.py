@@ -1,15 +1,19 @@
-"""Start and stop the real services (Redis, livekit-server, livekit-sip) for dev runs and tests."""
+"""The one process supervisor for local services: start a child in its own process group with its
+output in a log file, wait until it is ready, stop it (and whatever it forked) as a unit.
+
+Also the small things every launcher needs: free ports below the ephemeral range, readiness
+probes, and where `scripts/install_deps.sh` caches the Go binaries.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -17,14 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-
-from provisioning.server_config import (
-    LIVEKIT_SERVER_VERSION,
-    LIVEKIT_SIP_VERSION,
-    ServerConfig,
-    render_server_config,
-)
-from provisioning.sip_config import SipConfig, render_sip_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +30,7 @@ def cache_dir() -> Path:
 
 
 def binary_path(name: str, version: str) -> Path:
-    """Where scripts/install_deps.sh caches a `go install`ed binary."""
+    """Where scripts/install_deps.sh caches a Go binary it built."""
     return cache_dir() / "bin" / f"{name}-{version}"
 
 
@@ -70,6 +66,31 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     raise RuntimeError(f"no free port in {PICK_LOW}-{PICK_HIGH}")
 
 
+def udp_ports_free(start: int, end: int, host: str = "127.0.0.1") -> bool:
+    """Whether every UDP port in `start..end` can be bound on `host` right now."""
+    socks: list[socket.socket] = []
+    try:
+        for port in range(start, end + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(s)
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_udp_range(size: int, low: int = PICK_LOW, high: int = PICK_HIGH) -> tuple[int, int]:
+    """A range of `size` bindable UDP ports below Linux's ephemeral range (32768+)."""
+    for _ in range(50):
+        start = random.randrange(low, high - size)
+        if udp_ports_free(start, start + size - 1):
+            return start, start + size - 1
+    raise RuntimeError(f"no free range of {size} UDP ports in {low}-{high}")
+
+
 def wait_until(
     probe: Callable[[], object], what: str, timeout: float, proc: subprocess.Popen[bytes] | None
 ) -> None:
@@ -101,63 +122,14 @@ def http_status(url: str) -> int:
         return int(e.code)
 
 
-def wait_http(
-    url: str,
-    timeout: float,
-    proc: subprocess.Popen[bytes] | None = None,
-    ready: tuple[int, ...] | None = None,
-) -> None:
-    """Poll `url` until it answers with a `ready` status (any status when None)."""
+def http_ready(url: str, statuses: tuple[int, ...] | None = None) -> Callable[[], bool]:
+    """A readiness probe: `url` answers (with one of `statuses`, when given)."""
 
-    def answered() -> bool:
+    def probe() -> bool:
         status = http_status(url)
-        return ready is None or status in ready
+        return statuses is None or status in statuses
 
-    wait_until(answered, url, timeout, proc)
-
-
-@dataclass
-class ManagedProcess:
-    """A child process with its output in a log file, started and stopped as a unit."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] | None = None
-    ready_url: str | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def start(self, timeout: float = 30.0) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(self.env or {})},
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        if self.ready_url:
-            try:
-                wait_http(self.ready_url, timeout, self.proc)
-            except Exception:
-                self.stop()
-                raise RuntimeError(
-                    f"{self.name} did not start; its log {self.log_path} ends with:\n"
-                    + tail(self.log_path)
-                ) from None
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    return probe
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -171,305 +143,93 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def start_fake_persona_api(port: int, log_path: Path) -> ManagedProcess:
-    """The fake CRM API (tests/fakes/persona_api.py) as a process; base URL is `/mobile`."""
-    return ManagedProcess(
-        "fake-persona-api",
-        python_module("tests.harness.fake_persona_api", "--port", str(port)),
-        log_path,
-        ready_url=f"http://127.0.0.1:{port}/_control",
-    ).start()
-
-
-def start_dispatcher(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
-    """The webhook receiver (`python -m webhooks`) as a process, JSON logs into `log_path`."""
-    return ManagedProcess(
-        "dispatcher",
-        python_module("webhooks"),
-        log_path,
-        env={"HOST": "127.0.0.1", "PORT": str(port), **env},
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-    ).start()
-
-
 @dataclass
-class LiveKitServer:
-    """A real livekit-server on loopback, in dev mode, with a generated config."""
+class ManagedProcess:
+    """A child process with its output in a log file, started and stopped as a unit.
 
-    config: ServerConfig
-    log_path: Path
-    process: ManagedProcess | None = None
-    _config_file: Path | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.config.port}"
-
-    def start(self, timeout: float = 30.0) -> LiveKitServer:
-        binary = require_binary("livekit-server", LIVEKIT_SERVER_VERSION)
-        fd, name = tempfile.mkstemp(prefix="livekit-", suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            f.write(render_server_config(self.config))
-        self._config_file = Path(name)
-        argv = [str(binary), "--dev", "--config", name, "--bind", "127.0.0.1"]
-        self.process = ManagedProcess(
-            "livekit-server",
-            [*argv, "--node-ip", "127.0.0.1"],
-            self.log_path,
-            ready_url=self.http_url,
-        )
-        self.process.start(timeout)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-        if self._config_file is not None:
-            self._config_file.unlink(missing_ok=True)
-
-
-def start_livekit_server(
-    *,
-    webhook_urls: tuple[str, ...] = (),
-    redis_address: str | None = None,
-    log_path: Path | None = None,
-    fixed_ports: bool = False,
-    attempts: int = 3,
-) -> LiveKitServer:
-    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`).
-
-    A port found free can be taken by another process before the server binds it; the server
-    then exits, and is started again on other ports.
+    `env` is laid over this process's environment (or replaces it with `inherit_env=False`);
+    `ready` is a probe polled after the start until it returns a truthy value.
     """
-    log = log_path or ROOT / "var" / "log" / "livekit-server.log"
-    for attempt in range(1, attempts + 1):
-        if fixed_ports:
-            cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
-        else:
-            cfg = ServerConfig(
-                port=free_port(),
-                rtc_tcp_port=free_port(),
-                rtc_udp_port=free_port(socket.SOCK_DGRAM),
-                webhook_urls=webhook_urls,
-                redis_address=redis_address,
-            )
-        server = LiveKitServer(cfg, log)
-        try:
-            return server.start()
-        except (RuntimeError, TimeoutError):
-            server.stop()
-            if fixed_ports or attempt == attempts:
-                raise RuntimeError(
-                    f"livekit-server did not start; {log} ends with:\n{tail(log, 5)}"
-                ) from None
-    raise AssertionError("unreachable")
 
-
-def stop_process(
-    proc: subprocess.Popen[bytes] | None, grace: float = 10.0, sig: int = signal.SIGTERM
-) -> None:
-    """`sig`, then SIGKILL after `grace` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def udp_ports_free(start: int, end: int, host: str = "127.0.0.1") -> bool:
-    """Whether every UDP port in `start..end` can be bound on `host` right now."""
-    socks: list[socket.socket] = []
-    try:
-        for port in range(start, end + 1):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(s)
-            s.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_udp_range(size: int, low: int = PICK_LOW, high: int = PICK_HIGH) -> tuple[int, int]:
-    """A range of `size` bindable UDP ports below Linux's ephemeral range (32768+)."""
-    for _ in range(50):
-        start = random.randrange(low, high - size)
-        if udp_ports_free(start, start + size - 1):
-            return start, start + size - 1
-    raise RuntimeError(f"no free range of {size} UDP ports in {low}-{high}")
-
-
-def redis_pong(host: str, port: int) -> bool:
-    with socket.create_connection((host, port), timeout=1) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(64).startswith(b"+PONG")
-
-
-@dataclass
-class RedisServer:
-    """A throw-away redis-server on loopback: no persistence, its files in a temp dir."""
-
-    port: int
+    name: str
+    argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None
+    inherit_env: bool = True
+    cwd: Path = ROOT
+    ready: Callable[[], object] | None = None
+    stop_signal: int = signal.SIGTERM
+    stop_grace_s: float = 10.0
     proc: subprocess.Popen[bytes] | None = None
-    _dir: Path | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is missing: run scripts/install_deps.sh first")
-        self._dir = Path(tempfile.mkdtemp(prefix="redis-"))
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Arguments instead of a config file; `--save ""` and no AOF: nothing reaches the disk.
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self._dir),
-                "--logfile",
-                str(self.log_path),
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            wait_until(lambda: redis_pong("127.0.0.1", self.port), self.address, timeout, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def start_redis(*, port: int | None = None, log_path: Path | None = None) -> RedisServer:
-    """Start redis-server on a free loopback port (or `port`)."""
-    log = log_path or ROOT / "var" / "log" / "redis.log"
-    return RedisServer(port or free_port(), log).start()
-
-
-@dataclass
-class LiveKitSip:
-    """A real livekit-sip on loopback, talking to a livekit-server through Redis."""
-
-    config: SipConfig
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0
     _log: IO[bytes] | None = field(default=None, repr=False)
-    _config_file: Path | None = None
 
-    @property
-    def sip_host(self) -> str:
-        return self.config.listen_ip or "127.0.0.1"
-
-    @property
-    def sip_port(self) -> int:
-        return self.config.sip_port
-
-    @property
-    def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.health_port}"
-
-    def start(self, timeout: float = 30.0) -> LiveKitSip:
-        if self.config.health_port is None:
-            raise ValueError("LiveKitSip needs a health_port to know when it is ready")
-        binary = require_binary("livekit-sip", LIVEKIT_SIP_VERSION)
-        fd, name = tempfile.mkstemp(prefix="livekit-sip-", suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            f.write(render_sip_config(self.config))
-        self._config_file = Path(name)
+    def start(self, timeout: float = 30.0) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        self.log_offset = self._log.tell()
+        env = {**os.environ, **(self.env or {})} if self.inherit_env else dict(self.env or {})
         self.proc = subprocess.Popen(
-            [str(binary), "--config", name],
+            self.argv,
+            stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.cwd,
             start_new_session=True,
         )
-        # 503 until started; 429 means started but the CPU is busy (a 2-core CI machine is), which
-        # only stops outbound calls, so it counts as ready too.
-        try:
-            wait_http(self.health_url, timeout, self.proc, ready=(200, 429))
-        except BaseException:
-            self.stop()
-            raise
+        if self.ready is not None:
+            try:
+                wait_until(self.ready, self.name, timeout, self.proc)
+            except (RuntimeError, TimeoutError):
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} did not start; its log {self.log_path} ends with:\n"
+                    + tail(self.log_path)
+                ) from None
         return self
 
-    def stop(self) -> None:
-        # SIGTERM would wait for every active call to end; SIGINT hangs them up and exits.
-        stop_process(self.proc, grace=5.0, sig=signal.SIGINT)
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.proc.pid
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to end on its own (killing it after `timeout`); its exit code."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was not started")
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(grace_s=0)
+            return self.proc.wait(5)
+
+    def log_text(self, since_start: bool = True) -> str:
+        """What the process wrote (since this start, or the whole log file)."""
+        with self.log_path.open("rb") as f:
+            f.seek(self.log_offset if since_start else 0)
+            return f.read().decode(errors="replace")
+
+    def stop(self, grace_s: float | None = None) -> int | None:
+        """`stop_signal`, then SIGKILL to the whole group after the grace period; whatever the
+        process forked (job processes, say) is killed with it. Returns the exit code."""
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(self.stop_signal)
+                try:
+                    proc.wait(self.stop_grace_s if grace_s is None else grace_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if self._log is not None:
             self._log.close()
-        if self._config_file is not None:
-            self._config_file.unlink(missing_ok=True)
-
-
-def start_livekit_sip(
-    server: LiveKitServer,
-    redis_address: str,
-    *,
-    sip_port: int | None = None,
-    rtp_ports: int = 200,
-    log_path: Path | None = None,
-) -> LiveKitSip:
-    """Start livekit-sip for `server` on loopback: a free (or given) SIP port, a free RTP range.
-
-    livekit-sip keeps a closed call's RTP port draining for up to 30 s, so the range covers
-    every call a test session places, not only the concurrent ones.
-    """
-    log = log_path or ROOT / "var" / "log" / "livekit-sip.log"
-    for attempt in range(3):
-        # Free ports are only free when looked at: another process may take one before
-        # livekit-sip binds it, and then it exits at once. Try again with new ports.
-        try:
-            return _start_livekit_sip(server, redis_address, sip_port, rtp_ports, log)
-        except RuntimeError:
-            if attempt == 2 or "address already in use" not in tail(log, 3):
-                raise
-    raise AssertionError("unreachable")
-
-
-def _start_livekit_sip(
-    server: LiveKitServer, redis_address: str, sip_port: int | None, rtp_ports: int, log: Path
-) -> LiveKitSip:
-    rtp_start, rtp_end = free_udp_range(rtp_ports)
-    cfg = SipConfig(
-        ws_url=server.ws_url,
-        redis_address=redis_address,
-        api_key=server.config.api_key,
-        api_secret=server.config.api_secret,
-        sip_port=sip_port or free_port(socket.SOCK_DGRAM),
-        rtp_port_start=rtp_start,
-        rtp_port_end=rtp_end,
-        health_port=free_port(),
-        listen_ip="127.0.0.1",
-        nat_1_to_1_ip="127.0.0.1",
-    )
-    return LiveKitSip(cfg, log).start()
+            self._log = None
+        return proc.returncode if proc is not None else None

@@ -53,6 +53,11 @@ class DetectedNumber:
     origin: Origin
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only: what a normalised number is, and all that may reach a URL or a path."""
+    return text.isascii() and text.isdigit()
+
+
 def normalise_number(raw: str | None, fmt: NumberFormat) -> str | None:
     """`+91 86557 01159`, `sip:8655701159@host`, `tel:+918655701159` -> `8655701159`.
 
@@ -68,7 +73,7 @@ def normalise_number(raw: str | None, fmt: NumberFormat) -> str | None:
         text = text[1:]
     elif text.startswith("00"):
         text = text[2:]
-    if not text.isascii() or not text.isdigit():
+    if not is_digits(text):
         return None
     cc = fmt.country_code
     if cc and len(text) == len(cc) + fmt.national_length and text.startswith(cc):

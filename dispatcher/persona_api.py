@@ -11,6 +11,7 @@ import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 from contract.errors import PersonaDispatcherError
+from dispatcher.caller import is_digits
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -95,7 +96,7 @@ class PersonaApiClient:
     def url_for(self, number: str) -> str:
         # `number` is digits only by construction (caller.normalise_number); checked again because
         # this is where it meets a URL.
-        if not number.isascii() or not number.isdigit():
+        if not is_digits(number):
             raise ValueError(f"refusing to put a non-number into the persona URL: {number!r}")
         return f"{self._cfg.base_url}/{number}"
 

@@ -18,7 +18,7 @@ from contract.metadata import (
     Status,
     utc_now_iso,
 )
-from dispatcher.caller import DetectedNumber
+from dispatcher.caller import DetectedNumber, is_digits
 from dispatcher.persona_api import (
     PersonaApiClient,
     PersonaNotFound,
@@ -69,7 +69,7 @@ class PersonaFiles:
         self.directory = directory
 
     def path_for(self, number: str) -> Path:
-        if not number.isascii() or not number.isdigit():
+        if not is_digits(number):
             raise ValueError(f"not a number: {number!r}")
         return self.directory / f"num_{number}.json"
 

@@ -20,9 +20,11 @@ from typing import Any
 
 import orjson
 
+from contract.metadata import STATUSES
+
 SERVICES = frozenset({"dispatcher", "agent"})
 ERROR_LEVELS = frozenset({"warning", "error", "critical"})
-PERSONA_STATUSES = ("loaded", "cached", "stale", "file", "default")
+PERSONA_STATUSES = STATUSES
 END_EVENTS = frozenset({"call.ended", "room.released"})
 # A room seen only in webhook lines (an ignored track event, a non-SIP room, its release) is
 # not a call.

@@ -12,7 +12,8 @@ import signal
 import time
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.processes import ROOT, ManagedProcess, start_dispatcher, start_livekit_server, tail
+from devstack.processes import ROOT, ManagedProcess, tail
+from devstack.services import start_dispatcher, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 
 

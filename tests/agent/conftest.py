@@ -15,7 +15,7 @@ import pytest
 from livekit import api
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.processes import LiveKitServer, start_livekit_server
+from devstack.services import LiveKitServer, start_livekit_server
 from tests.harness.calls import livekit_api
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from livekit import rtc
 
-from agent.fakes import read_records
 from contract.metadata import Persona, PersonaMetadata
+from devstack.logs import read_json_lines
 
 PIRATE = Persona(
     instructions="You are Captain Zed, a cheerful pirate who sells boat insurance.",
@@ -78,7 +78,7 @@ class RecordingCall:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return read_records(path)
+    return read_json_lines(path)
 
 
 async def wait_for_records(
@@ -91,11 +91,12 @@ async def wait_for_records(
     """Poll a JSON-lines file until `count` records match; fails with what it saw."""
     deadline = time.monotonic() + within_s
     while True:
-        found = [r for r in read_records(path) if match(r)]
+        found = [r for r in read_json_lines(path) if match(r)]
         if len(found) >= count:
             return found
         if time.monotonic() > deadline:
+            seen = read_json_lines(path)
             raise AssertionError(
-                f"{count} matching records not in {path} within {within_s}s: {read_records(path)}"
+                f"{count} matching records not in {path} within {within_s}s: {seen}"
             )
         await asyncio.sleep(0.05)

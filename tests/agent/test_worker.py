@@ -14,7 +14,7 @@ from livekit import api, rtc
 from agent.fakes import FAKE_REPLY
 from contract.metadata import DEFAULT_PERSONA, PersonaMetadata
 from devstack.agent_worker import AgentWorker
-from devstack.processes import LiveKitServer
+from devstack.services import LiveKitServer
 from tests.agent.helpers import LIBRARIAN, PIRATE, loaded, wait_for_records
 from tests.harness.calls import SipCaller, agent_in_room, dispatch_agent, seed_persona, sip_token
 

@@ -16,11 +16,14 @@ import orjson
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.processes import ROOT, RedisServer, start_redis
+from devstack.logs import read_json_lines
+from devstack.processes import ROOT
+from devstack.services import RedisServer, start_redis
 from dispatcher.persona_payload import parse_persona_payload
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.harness.stack import Stack, eventually, start_stack
+from tests.harness.timings import percentile
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-full"
 FIXTURES = ROOT / "tests" / "fixtures" / "personas"
@@ -71,21 +74,12 @@ def persona_for(number: str) -> dict[str, Any]:
 
 
 def records(path: Path, event: str) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.startswith("{"):
-            r = json.loads(line)
-            if r.get("event") == event:
-                out.append(r)
-    return out
+    return read_json_lines(path, event=event)
 
 
 def tts_lines(worker: AgentWorker, room: str) -> list[str]:
     path = Path(worker.env["AGENT_FAKE_LLM_LOG"])
-    lines = [orjson.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    return [r["text"] for r in lines if r.get("kind") == "tts" and r.get("room") == room]
+    return [r["text"] for r in read_json_lines(path, kind="tts", room=room)]
 
 
 async def run_calls(
@@ -103,11 +97,6 @@ async def run_calls(
 
 def _ts(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
-
-
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
 
 
 def record_timings(
@@ -158,8 +147,8 @@ def record_timings(
     values: dict[str, Any] = {"test": name, "calls": len(parts["ring"])}
     for k, v in parts.items():
         if v:
-            values[f"{k}_ms_p50"] = _p(v, 0.5)
-            values[f"{k}_ms_p95"] = _p(v, 0.95)
+            values[f"{k}_ms_p50"] = round(percentile(v, 50), 1)
+            values[f"{k}_ms_p95"] = round(percentile(v, 95), 1)
     with (LOG_DIR / "timings.jsonl").open("a") as f:
         f.write(json.dumps(values) + "\n")
     return values

@@ -25,6 +25,7 @@ from tests.harness.room_peer import (
 from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import TEST_CALLER, Call, read_injection
 from tests.harness.stack import WebhookRecorder, eventually
+from tests.harness.timings import percentile
 
 
 def record_timings(name: str, **values: Any) -> None:
@@ -32,11 +33,6 @@ def record_timings(name: str, **values: Any) -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with (LOG_DIR / "timings.jsonl").open("a") as f:
         f.write(json.dumps({"test": name, **values}) + "\n")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def test_invite_rings_and_puts_the_caller_in_a_call_room_as_a_sip_participant(

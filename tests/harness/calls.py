@@ -16,7 +16,7 @@ import numpy as np
 from livekit import api, rtc
 
 from contract.metadata import PersonaMetadata, dispatch_metadata, encode_room_metadata
-from devstack.processes import LiveKitServer
+from devstack.services import LiveKitServer
 
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from devstack.processes import ManagedProcess, http_ready, python_module
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "personas"
 
 
@@ -93,6 +95,16 @@ def make_app(state: FakeState | None = None) -> web.Application:
     app.router.add_route("*", "/_control", control)
     app.router.add_get("/mobile/{number}", persona)
     return app
+
+
+def start_fake_persona_api(port: int, log_path: Path) -> ManagedProcess:
+    """This fake CRM API as a process on `port`; its base URL is `http://127.0.0.1:<port>/mobile`."""
+    return ManagedProcess(
+        "fake-persona-api",
+        python_module("tests.harness.fake_persona_api", "--port", str(port)),
+        log_path,
+        ready=http_ready(f"http://127.0.0.1:{port}/_control"),
+    ).start()
 
 
 def main() -> None:

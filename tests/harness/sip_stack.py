@@ -14,14 +14,14 @@ from pathlib import Path
 
 from livekit import api
 
-from devstack.processes import (
+from devstack.processes import tail
+from devstack.services import (
     LiveKitServer,
     LiveKitSip,
     RedisServer,
     start_livekit_server,
     start_livekit_sip,
     start_redis,
-    tail,
 )
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from provisioning.sip_setup import SetupResult, load_trunk, setup_sip

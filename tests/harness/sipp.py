@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import csv
 import shutil
+import signal
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.processes import free_port
+from devstack.processes import ManagedProcess, free_port
 
 SCENARIO = Path(__file__).resolve().parent / "sipp_scenarios" / "uac_call.xml"
 CALLERS_CSV = Path(__file__).resolve().parent / "sipp_scenarios" / "callers.csv"
@@ -150,7 +150,7 @@ class SippRun:
     rtp_seconds: float = 5.0
     timeout: float = 240.0
     workdir: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    process: ManagedProcess | None = None
     _started: float = 0.0
     _out: Path | None = field(default=None, repr=False)
 
@@ -189,45 +189,35 @@ class SippRun:
             "-trace_logs", "-log_file", "calls.log",
             "-trace_err", "-error_file", "errors.log",
         ]  # fmt: skip
-        with self._out.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._out.unlink(missing_ok=True)
+        self.process = ManagedProcess(
+            "sipp", cmd, self._out, cwd=self.workdir, stop_signal=signal.SIGKILL, stop_grace_s=5
+        ).start()
         self._started = time.monotonic()
         return self
 
     def wait(self) -> SippResult:
         """Wait for sipp to end (killing it past `timeout` + 30 s) and parse its files."""
-        proc = self._proc()
         remaining = self.timeout + 30 - (time.monotonic() - self._started)
-        try:
-            proc.wait(max(remaining, 1))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        self._process().wait(max(remaining, 1))
         return self.result()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.process is not None:
+            self.process.stop()
 
     def call_id(self, n: int = 1) -> str:
         """The SIP Call-ID of the `n`th call (1-based): sipp's default `[call_id]` pattern."""
-        return f"{n}-{self._proc().pid}@127.0.0.1"
+        return f"{n}-{self._process().pid}@127.0.0.1"
 
-    def _proc(self) -> subprocess.Popen[bytes]:
-        if self.proc is None:
+    def _process(self) -> ManagedProcess:
+        if self.process is None:
             raise RuntimeError("sipp was not started")
-        return self.proc
+        return self.process
 
     def result(self) -> SippResult:
-        proc = self._proc()
+        proc = self._process().proc
+        assert proc is not None
         assert self.workdir is not None
         assert self._out is not None
         stat_file = self.workdir / "stats.csv"

@@ -20,16 +20,11 @@ from typing import Any, TypeVar
 from livekit import api, rtc
 
 from contract.metadata import PersonaMetadata, decode_persona_metadata
-from devstack.processes import (
-    ROOT,
-    LiveKitServer,
-    ManagedProcess,
-    free_port,
-    start_dispatcher,
-    start_fake_persona_api,
-    start_livekit_server,
-)
+from devstack.logs import read_json_lines
+from devstack.processes import ROOT, ManagedProcess, free_port
+from devstack.services import LiveKitServer, start_dispatcher, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from tests.harness.fake_persona_api import start_fake_persona_api
 
 T = TypeVar("T")
 
@@ -120,14 +115,7 @@ class Stack:
 
     def dispatcher_events(self, **match: Any) -> list[dict[str, Any]]:
         """The dispatcher's JSON log events whose fields equal `match`."""
-        events = []
-        for line in self.dispatcher_log.read_text().splitlines():
-            if not line.startswith("{"):
-                continue
-            e = json.loads(line)
-            if all(e.get(k) == v for k, v in match.items()):
-                events.append(e)
-        return events
+        return read_json_lines(self.dispatcher_log, **match)
 
     def stop(self) -> None:
         for p in [*self.extra, self.dispatcher, self.persona_api]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Iterator
 
 import pytest
 
+from devstack.logs import read_json_lines
 from devstack.processes import ROOT
 from tests.harness.stack import (
     Stack,
@@ -32,9 +32,8 @@ def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def setup_events(stack: Stack, room: str) -> list[dict[str, object]]:
     events = []
     for proc in [stack.dispatcher, *stack.extra]:
-        for line in proc.log_path.read_text().splitlines():
-            e = json.loads(line)
-            if e.get("room") == room and e["event"] in ("call.setup_done", "call.setup_failed"):
+        for e in read_json_lines(proc.log_path, room=room):
+            if e["event"] in ("call.setup_done", "call.setup_failed"):
                 events.append(e)
     return events
 

@@ -12,14 +12,8 @@ import orjson
 import pytest
 from livekit import api
 
-from devstack.processes import (
-    ROOT,
-    LiveKitServer,
-    RedisServer,
-    free_port,
-    start_livekit_server,
-    start_redis,
-)
+from devstack.processes import ROOT, free_port
+from devstack.services import LiveKitServer, RedisServer, start_livekit_server, start_redis
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from provisioning.sip_setup import TRUNK_FILE
 

@@ -1,0 +1,31 @@
+"""The one reader of the services' JSON-lines logs (and of the agent's transcript and the fake
+model stack's record): what tests, benchmarks and the dev command read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def read_json_lines(path: Path, offset: int = 0, **match: Any) -> list[dict[str, Any]]:
+    """The JSON objects of `path` from byte `offset` whose fields equal `match`; other lines (a
+    server's plain text, a line still being written) are skipped, a missing file is empty."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in data.splitlines():
+        if not line.startswith(b"{"):
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and all(value.get(k) == v for k, v in match.items()):
+            records.append(value)
+    return records

@@ -3,6 +3,13 @@
 Not livekit-agents' `dev`/`console` modes: those send turn detection to a hosted service, and this
 worker keeps every model call explicit (see agent/models.py). The first SIGINT/SIGTERM drains
 running calls (up to `AGENT_DRAIN_TIMEOUT_S`), a second one exits at once.
+
+Why not `livekit.agents.cli.run_app(server)`, whose `start` command does the same: it reads its
+own command line (a subcommand and flags, not our settings), and its `setup_logging` adds a second
+handler with livekit's own JSON format to the root logger. Every line would then be written twice,
+once without our fields and redaction, and `persona-logs` could not follow a call. So `serve` runs
+the server with the same start-mode steps (run, drain on the first signal, close), and settings and
+logging stay ours.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dispatch a test call for a number by hand: see dispatcher/manual_dispatch.py."""
+"""Dispatch a test call for a number by hand: see operator_tools/manual_dispatch.py."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# The pins live in config/server_config.py; the environment may override them.
-pin() { sed -n "s/^$1 = \"\(.*\)\"$/\1/p" config/server_config.py; }
+# The pins live in provisioning/server_config.py; the environment may override them.
+pin() { sed -n "s/^$1 = \"\(.*\)\"$/\1/p" provisioning/server_config.py; }
 LIVEKIT_SERVER_VERSION=${LIVEKIT_SERVER_VERSION:-$(pin LIVEKIT_SERVER_VERSION)}
 LIVEKIT_SIP_VERSION=${LIVEKIT_SIP_VERSION:-$(pin LIVEKIT_SIP_VERSION)}
 cache=${PERSONA_CACHE_DIR:-$HOME/.cache/persona-dispatcher}

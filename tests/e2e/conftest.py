@@ -1,5 +1,5 @@
 """One real SIP stack per test session: Redis, livekit-server (with Redis and a webhook recorder),
-livekit-sip, and the trunk and dispatch rule applied by config/sip_setup.py.
+livekit-sip, and the trunk and dispatch rule applied by provisioning/sip_setup.py.
 
 A missing binary or package fails these tests (scripts/install_deps.sh installs them); nothing is
 skipped.

@@ -196,7 +196,7 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
     # After the BYE: the SIP participant left, the room closed, the dispatcher holds nothing.
     released = await eventually(
         lambda: [e for e in records(stack.dispatcher_log, "room.released") if e["room"] == room],
-        30,
+        60,
         "room.released",
     )
     assert released[0]["held"] is True

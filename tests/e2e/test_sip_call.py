@@ -65,7 +65,7 @@ async def test_invite_rings_and_puts_the_caller_in_a_call_room_as_a_sip_particip
 
         room = join.room
         joined = await eventually(
-            lambda: webhooks.find("participant_joined", room), 10, "participant_joined webhook"
+            lambda: webhooks.find("participant_joined", room), 60, "participant_joined webhook"
         )
         hooked = joined[0].event["participant"]
         assert hooked["kind"] == "SIP"
@@ -125,7 +125,7 @@ async def test_call_is_answered_once_a_peer_publishes_audio_and_ends_with_bye(
             for r in webhooks.find("participant_left", join.room)
             if r.event["participant"]["identity"] == sip_identity
         ],
-        15,
+        60,
         "participant_left for the SIP participant",
     )
     record_timings(

@@ -22,7 +22,7 @@ from tests.e2e.sip_stack import SipStack, start_sip_stack
 from tests.e2e.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.integration.stack import Stack, eventually, start_stack
 
-LOG_DIR = ROOT / "var" / "log" / "e2e-full"
+LOG_DIR = ROOT / "var" / "log" / "e2e"
 FIXTURES = ROOT / "tests" / "fixtures" / "personas"
 
 
@@ -113,7 +113,8 @@ def _p(values: list[float], q: float) -> float:
 def record_timings(
     name: str, result: SippResult, started: float, stack: Stack, worker: AgentWorker
 ) -> dict[str, Any]:
-    """Ring time (INVITE → 200 OK) and how it splits, per call, as p50/p95 over the calls.
+    """Ring time (INVITE → 200 OK) and how it splits, per call, as p50/p95 over the calls,
+    appended to var/log/e2e/timings.jsonl: figures for reading, never asserted on.
 
     sipp's clock is mapped to wall time by its start, so the webhook and answer parts carry a
     few ms of error; the other parts are the services' own timestamps and durations.
@@ -200,7 +201,7 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
         "room.released",
     )
     assert released[0]["held"] is True
-    assert record_timings("one call", result, started, stack, worker)["calls"] == 1
+    record_timings("one call", result, started, stack, worker)
 
 
 @pytest.mark.parametrize(("mode", "concurrent"), [("concurrent", 20), ("sequential", 1)])
@@ -229,9 +230,7 @@ async def test_twenty_calls_each_get_their_own_persona(
         applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == room]
         assert [e["persona_id"] for e in applied] == [f"prs_{number}"], number
         assert tts_lines(worker, room)[:1] == [f"Hello caller {number[-4:]}."], number
-    timings = record_timings(f"twenty {mode}", result, started, stack, worker)
-    assert timings["calls"] == 20
-    print(timings)
+    record_timings(f"twenty {mode}", result, started, stack, worker)
 
 
 async def test_unknown_number_is_answered_with_the_default_persona(

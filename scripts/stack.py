@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -237,18 +238,25 @@ def start_livekit_server(
     webhook_urls: tuple[str, ...] = (),
     redis_address: str | None = None,
     log_path: Path | None = None,
-    fixed_ports: bool = False,
+    port: int | None = None,
     attempts: int = 3,
 ) -> LiveKitServer:
-    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`).
+    """Start livekit-server on free loopback ports, or on `port` with its RTC ports next to it
+    (TCP `port + 1`, UDP `port + 2`, as 7880-7882).
 
     A port found free can be taken by another process before the server binds it; the server
-    then exits, and is started again on other ports.
+    then exits, and is started again on other ports (given ports are not changed).
     """
     log = log_path or ROOT / "var" / "log" / "livekit-server.log"
     for attempt in range(1, attempts + 1):
-        if fixed_ports:
-            cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
+        if port is not None:
+            cfg = ServerConfig(
+                port=port,
+                rtc_tcp_port=port + 1,
+                rtc_udp_port=port + 2,
+                webhook_urls=webhook_urls,
+                redis_address=redis_address,
+            )
         else:
             cfg = ServerConfig(
                 port=free_port(),
@@ -262,7 +270,7 @@ def start_livekit_server(
             return server.start()
         except (RuntimeError, TimeoutError):
             server.stop()
-            if fixed_ports or attempt == attempts:
+            if port is not None or attempt == attempts:
                 raise RuntimeError(
                     f"livekit-server did not start; {log} ends with:\n{tail(log, 5)}"
                 ) from None
@@ -377,13 +385,14 @@ def start_redis(*, port: int | None = None, log_path: Path | None = None) -> Red
 
 @dataclass
 class LiveKitSip:
-    """A real livekit-sip on loopback, talking to a livekit-server through Redis."""
+    """A real livekit-sip talking to a livekit-server through Redis (on loopback for tests)."""
 
     config: SipConfig
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
     _config_file: Path | None = None
+    _log_offset: int = 0
 
     @property
     def sip_host(self) -> str:
@@ -407,6 +416,7 @@ class LiveKitSip:
         self._config_file = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        self._log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             [str(binary), "--config", name],
             stdout=self._log,
@@ -421,6 +431,22 @@ class LiveKitSip:
             self.stop()
             raise
         return self
+
+    def announced_address(self) -> str | None:
+        """The address livekit-sip puts in its SIP headers and SDP, as its start-up log line
+        `server starting` names it (`external`): where a phone must be able to reach it."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_offset)
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("msg") == "server starting":
+                external = record.get("external")
+                return str(external) if external else None
+        return None
 
     def stop(self) -> None:
         # SIGTERM would wait for every active call to end; SIGINT hangs them up and exits.
@@ -437,11 +463,15 @@ def start_livekit_sip(
     *,
     sip_port: int | None = None,
     rtp_ports: int = 200,
+    rtp_range: tuple[int, int] | None = None,
+    listen_ip: str | None = "127.0.0.1",
     log_path: Path | None = None,
 ) -> LiveKitSip:
-    """Start livekit-sip for `server` on loopback: a free (or given) SIP port, a free RTP range.
+    """Start livekit-sip for `server`: a free (or given) SIP port, a free (or given) RTP range.
 
-    livekit-sip keeps a closed call's RTP port draining for up to 30 s, so the range covers
+    On loopback by default. `listen_ip=None` listens on every interface and announces the
+    host's first non-loopback address, for a softphone on the LAN.
+    livekit-sip keeps a closed call's RTP port draining for up to 30 s, so a free range covers
     every call a test session places, not only the concurrent ones.
     """
     log = log_path or ROOT / "var" / "log" / "livekit-sip.log"
@@ -449,7 +479,8 @@ def start_livekit_sip(
         # Free ports are only free when looked at: another process may take one before
         # livekit-sip binds it, and then it exits at once. Try again with new ports.
         try:
-            return _start_livekit_sip(server, redis_address, sip_port, rtp_ports, log)
+            rtp = rtp_range or free_udp_range(rtp_ports)
+            return _start_livekit_sip(server, redis_address, sip_port, rtp, listen_ip, log)
         except RuntimeError:
             if attempt == 2 or "address already in use" not in tail(log, 3):
                 raise
@@ -457,9 +488,14 @@ def start_livekit_sip(
 
 
 def _start_livekit_sip(
-    server: LiveKitServer, redis_address: str, sip_port: int | None, rtp_ports: int, log: Path
+    server: LiveKitServer,
+    redis_address: str,
+    sip_port: int | None,
+    rtp_range: tuple[int, int],
+    listen_ip: str | None,
+    log: Path,
 ) -> LiveKitSip:
-    rtp_start, rtp_end = free_udp_range(rtp_ports)
+    rtp_start, rtp_end = rtp_range
     cfg = SipConfig(
         ws_url=server.ws_url,
         redis_address=redis_address,
@@ -469,7 +505,7 @@ def _start_livekit_sip(
         rtp_port_start=rtp_start,
         rtp_port_end=rtp_end,
         health_port=free_port(),
-        listen_ip="127.0.0.1",
-        nat_1_to_1_ip="127.0.0.1",
+        listen_ip=listen_ip,
+        nat_1_to_1_ip=listen_ip,
     )
     return LiveKitSip(cfg, log).start()

@@ -18,6 +18,7 @@ import pytest
 from dispatcher.persona_payload import parse_persona_payload
 from scripts.agent_worker import AgentWorker, start_agent_worker
 from scripts.stack import ROOT, RedisServer, start_redis
+from tests.e2e.service_logs import records, spoken
 from tests.e2e.sip_stack import SipStack, start_sip_stack
 from tests.e2e.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.integration.stack import Stack, eventually, start_stack
@@ -70,22 +71,8 @@ def persona_for(number: str) -> dict[str, Any]:
     }
 
 
-def records(path: Path, event: str) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.startswith("{"):
-            r = json.loads(line)
-            if r.get("event") == event:
-                out.append(r)
-    return out
-
-
 def tts_lines(worker: AgentWorker, room: str) -> list[str]:
-    path = Path(worker.env["AGENT_FAKE_LLM_LOG"])
-    lines = [orjson.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    return [r["text"] for r in lines if r.get("kind") == "tts" and r.get("room") == room]
+    return spoken(Path(worker.env["AGENT_FAKE_LLM_LOG"]), room)
 
 
 async def run_calls(

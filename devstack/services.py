@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.logs import read_json_lines
 from devstack.processes import (
     ROOT,
     ManagedProcess,
@@ -90,18 +91,25 @@ def start_livekit_server(
     webhook_urls: tuple[str, ...] = (),
     redis_address: str | None = None,
     log_path: Path | None = None,
-    fixed_ports: bool = False,
+    port: int | None = None,
     attempts: int = 3,
 ) -> LiveKitServer:
-    """Start livekit-server on free loopback ports (or 7880-7882 when `fixed_ports`).
+    """Start livekit-server on free loopback ports, or on `port` with its RTC ports next to it
+    (TCP `port + 1`, UDP `port + 2`, as 7880-7882).
 
     A port found free can be taken by another process before the server binds it; the server
-    then exits, and is started again on other ports.
+    then exits, and is started again on other ports (given ports are not changed).
     """
     log = log_path or ROOT / "var" / "log" / "livekit-server.log"
     for attempt in range(1, attempts + 1):
-        if fixed_ports:
-            cfg = ServerConfig(webhook_urls=webhook_urls, redis_address=redis_address)
+        if port is not None:
+            cfg = ServerConfig(
+                port=port,
+                rtc_tcp_port=port + 1,
+                rtc_udp_port=port + 2,
+                webhook_urls=webhook_urls,
+                redis_address=redis_address,
+            )
         else:
             cfg = ServerConfig(
                 port=free_port(),
@@ -115,7 +123,7 @@ def start_livekit_server(
             return server.start()
         except (RuntimeError, TimeoutError):
             server.stop()
-            if fixed_ports or attempt == attempts:
+            if port is not None or attempt == attempts:
                 raise RuntimeError(
                     f"livekit-server did not start; {log} ends with:\n{tail(log, 5)}"
                 ) from None
@@ -177,7 +185,7 @@ def start_redis(*, port: int | None = None, log_path: Path | None = None) -> Red
 
 @dataclass
 class LiveKitSip:
-    """A real livekit-sip, talking to a livekit-server through Redis."""
+    """A real livekit-sip talking to a livekit-server through Redis (on loopback for tests)."""
 
     config: SipConfig
     log_path: Path
@@ -219,6 +227,15 @@ class LiveKitSip:
             raise
         return self
 
+    def announced_address(self) -> str | None:
+        """The address livekit-sip puts in its SIP headers and SDP, as its start-up log line
+        `server starting` names it (`external`): where a phone must be able to reach it."""
+        offset = self.process.log_offset if self.process is not None else 0
+        for record in read_json_lines(self.log_path, offset, msg="server starting"):
+            external = record.get("external")
+            return str(external) if external else None
+        return None
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
@@ -232,11 +249,15 @@ def start_livekit_sip(
     *,
     sip_port: int | None = None,
     rtp_ports: int = 200,
+    rtp_range: tuple[int, int] | None = None,
+    listen_ip: str | None = "127.0.0.1",
     log_path: Path | None = None,
 ) -> LiveKitSip:
-    """Start livekit-sip for `server` on loopback: a free (or given) SIP port, a free RTP range.
+    """Start livekit-sip for `server`: a free (or given) SIP port, a free (or given) RTP range.
 
-    livekit-sip keeps a closed call's RTP port draining for up to 30 s, so the range covers
+    On loopback by default. `listen_ip=None` listens on every interface and announces the
+    host's first non-loopback address, for a softphone on the LAN.
+    livekit-sip keeps a closed call's RTP port draining for up to 30 s, so a free range covers
     every call a test session places, not only the concurrent ones.
     """
     log = log_path or ROOT / "var" / "log" / "livekit-sip.log"
@@ -244,7 +265,8 @@ def start_livekit_sip(
         # Free ports are only free when looked at: another process may take one before
         # livekit-sip binds it, and then it exits at once. Try again with new ports.
         try:
-            return _start_livekit_sip(server, redis_address, sip_port, rtp_ports, log)
+            rtp = rtp_range or free_udp_range(rtp_ports)
+            return _start_livekit_sip(server, redis_address, sip_port, rtp, listen_ip, log)
         except RuntimeError:
             if attempt == 2 or "address already in use" not in tail(log, 3):
                 raise
@@ -252,9 +274,14 @@ def start_livekit_sip(
 
 
 def _start_livekit_sip(
-    server: LiveKitServer, redis_address: str, sip_port: int | None, rtp_ports: int, log: Path
+    server: LiveKitServer,
+    redis_address: str,
+    sip_port: int | None,
+    rtp_range: tuple[int, int],
+    listen_ip: str | None,
+    log: Path,
 ) -> LiveKitSip:
-    rtp_start, rtp_end = free_udp_range(rtp_ports)
+    rtp_start, rtp_end = rtp_range
     cfg = SipConfig(
         ws_url=server.ws_url,
         redis_address=redis_address,
@@ -264,7 +291,7 @@ def _start_livekit_sip(
         rtp_port_start=rtp_start,
         rtp_port_end=rtp_end,
         health_port=free_port(),
-        listen_ip="127.0.0.1",
-        nat_1_to_1_ip="127.0.0.1",
+        listen_ip=listen_ip,
+        nat_1_to_1_ip=listen_ip,
     )
     return LiveKitSip(cfg, log).start()

@@ -1,31 +1,117 @@
-"""Run the service on its embedded default: a local dev livekit-server on 127.0.0.1:7880 whose
-webhooks go to the dispatcher on 127.0.0.1:8080, personas from `user-mapping/`, in-memory cache.
+"""Run the service on its embedded default, ready for a softphone on the LAN: Redis, a local dev
+livekit-server on 127.0.0.1:7880 whose webhooks go to the dispatcher on 127.0.0.1:8080, livekit-sip
+on every interface (SIP 5060) with the trunk and dispatch rule of config/sip/ applied, and the agent
+worker; personas from `user-mapping/`, in-memory cache.
 
-Usage: scripts/dev.sh  (installs what is missing, then runs this until Ctrl-C)
+Redis is the command's own (port 6380, nothing written to disk), never a system one: a Debian
+redis-server already runs on 6379, and the dev stack applies its SIP set-up afresh at each start,
+so nothing needs to outlive it.
+
+Usage: scripts/dev.sh [options]  (installs what is missing, then runs this until Ctrl-C)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
 import os
 import signal
+import socket
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.processes import ROOT, ManagedProcess, tail
-from devstack.services import start_dispatcher, start_livekit_server
+from config.env import read_environment
+from devstack.agent_worker import AgentWorker, agent_worker_env
+from devstack.processes import ROOT, port_free, tail, udp_ports_free
+from devstack.services import (
+    LiveKitSip,
+    RedisServer,
+    start_dispatcher,
+    start_livekit_server,
+    start_livekit_sip,
+    start_redis,
+)
+from operator_tools.manual_dispatch import TEST_NUMBER
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from provisioning.sip_config import DEFAULT_RTP_PORT_END, DEFAULT_RTP_PORT_START, DEFAULT_SIP_PORT
+from provisioning.sip_setup import SetupError, SetupResult, load_trunk, setup_sip
+
+DEFAULT_REDIS_PORT = 6380
+
+
+class Service(Protocol):
+    def stop(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    dispatcher: int
+    livekit: int
+    sip: int | None
+    rtp: tuple[int, int] | None
+    redis: int | None
 
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def rtp_range(text: str) -> tuple[int, int]:
+    """`10000-10100` -> (10000, 10100)."""
+    try:
+        start, end = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port range START-END: {text!r}") from None
+    if not 0 < start < end < 65536:
+        raise argparse.ArgumentTypeError(f"bad port range {text!r}")
+    return start, end
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--port", type=int, default=8080, help="dispatcher port")
+    parser.add_argument("--port", type=int, default=8080, help="dispatcher port (8080)")
+    parser.add_argument(
+        "--livekit-port",
+        type=int,
+        default=7880,
+        help="livekit-server port (7880); its RTC ports are the next two (TCP, UDP)",
+    )
+    parser.add_argument(
+        "--no-sip",
+        dest="sip",
+        action="store_false",
+        help="no Redis, no livekit-sip, no SIP set-up: livekit-server and the dispatcher only",
+    )
+    parser.add_argument(
+        "--sip-port", type=int, default=DEFAULT_SIP_PORT, help="SIP port, UDP and TCP (5060)"
+    )
+    parser.add_argument(
+        "--rtp-ports",
+        type=rtp_range,
+        default=(DEFAULT_RTP_PORT_START, DEFAULT_RTP_PORT_END),
+        help=f"livekit-sip's RTP port range ({DEFAULT_RTP_PORT_START}-{DEFAULT_RTP_PORT_END})",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=DEFAULT_REDIS_PORT,
+        help=f"port of the command's own Redis ({DEFAULT_REDIS_PORT})",
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, default=ROOT / "var" / "log" / "dev", help="(var/log/dev)"
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=ROOT / "var" / "dev.env",
+        help="where to write the settings the operator tools read (var/dev.env)",
+    )
     parser.add_argument(
         "--persona-api",
         default=os.environ.get("PERSONA_API_BASE", "off"),
@@ -38,61 +124,174 @@ def main() -> None:
         help="the agent worker's model stack; 'fake' (default) speaks the persona's lines as a "
         "tone and needs no API key, 'none' starts no agent",
     )
-    args = parser.parse_args()
-    logs = ROOT / "var" / "log" / "dev"
-    dispatcher_url = f"http://127.0.0.1:{args.port}"
-    livekit = start_livekit_server(
-        webhook_urls=(dispatcher_url + "/webhooks/livekit",),
-        log_path=logs / "livekit-server.log",
-        fixed_ports=True,
+    return parser.parse_args(argv)
+
+
+def ports_taken(p: Ports) -> list[str]:
+    """The fixed ports another process holds already, named for the error message."""
+    wanted = [("dispatcher", p.dispatcher, socket.SOCK_STREAM)]
+    wanted += [("livekit-server", p.livekit + i, socket.SOCK_STREAM) for i in (0, 1)]
+    wanted.append(("livekit-server RTC", p.livekit + 2, socket.SOCK_DGRAM))
+    if p.redis is not None:
+        wanted.append(("redis", p.redis, socket.SOCK_STREAM))
+    if p.sip is not None:
+        wanted += [("SIP", p.sip, socket.SOCK_DGRAM), ("SIP", p.sip, socket.SOCK_STREAM)]
+    taken = [f"{name} {port}" for name, port, kind in wanted if not port_free(port, kind)]
+    if p.rtp is not None and not udp_ports_free(*p.rtp, host="0.0.0.0"):
+        taken.append(f"RTP {p.rtp[0]}-{p.rtp[1]}")
+    return taken
+
+
+def dial_instructions(sip: LiveKitSip, setup: SetupResult) -> str:
+    """What to put in a softphone (Zoiper) to call this stack."""
+    trunk = load_trunk()
+    host = sip.announced_address() or "<this host's LAN address>"
+    personas = sorted(p.stem.removeprefix("num_") for p in (ROOT / "user-mapping").glob("num_*"))
+    text = (
+        f"SIP (Zoiper)    dial {trunk.numbers[0]} at {host}:{sip.sip_port} "
+        "(UDP or TCP; registration off)\n"
+        f"                caller id / username {TEST_NUMBER} "
+        f"(personas in user-mapping/: {', '.join(personas)}; other numbers get the default)\n"
+        f"                calls accepted from {', '.join(trunk.allowed_addresses)}; "
+        f"trunk {setup.trunk_id}, rule {setup.rule_id}\n"
     )
-    env = {
-        "LIVEKIT_URL": livekit.ws_url,
-        "LIVEKIT_API_KEY": os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
-        "LIVEKIT_API_SECRET": os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
-        "PERSONA_API_BASE": args.persona_api,
-    }
-    # The operator tools read the same settings from this file (`--env-file`).
-    env_file = ROOT / "var" / "dev.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    processes: list[ManagedProcess] = []
-    worker: AgentWorker | None = None
+    if not in_networks(host, trunk.allowed_addresses):
+        text += (
+            f"                note: {host} is outside those ranges; add the phone's network to "
+            "allowed_addresses in config/sip/inbound_trunk.json\n"
+        )
+    return text
+
+
+def in_networks(address: str, networks: Iterable[str]) -> bool:
+    """Whether `address` lies in one of `networks` (CIDR ranges or single addresses)."""
     try:
-        processes.append(start_dispatcher(args.port, env, logs / "dispatcher.log"))
-        if args.agent_stack != "none":
-            worker = start_agent_worker(
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True  # not an address we can judge: say nothing
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs: Path = args.log_dir
+    ports = Ports(
+        dispatcher=args.port,
+        livekit=args.livekit_port,
+        sip=args.sip_port if args.sip else None,
+        rtp=args.rtp_ports if args.sip else None,
+        redis=args.redis_port if args.sip else None,
+    )
+    taken = ports_taken(ports)
+    if taken:
+        print(
+            f"dev: error: ports in use: {', '.join(taken)} (another dev stack? choose others "
+            "with --port, --livekit-port, --sip-port, --rtp-ports, --redis-port)",
+            flush=True,
+        )
+        return 1
+
+    dispatcher_url = f"http://127.0.0.1:{args.port}"
+    services: list[Service] = []  # stopped in reverse order
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        redis: RedisServer | None = None
+        if args.sip:
+            redis = start_redis(port=args.redis_port, log_path=logs / "redis.log")
+            services.append(redis)
+        livekit = start_livekit_server(
+            webhook_urls=(dispatcher_url + "/webhooks/livekit",),
+            redis_address=redis.address if redis else None,
+            log_path=logs / "livekit-server.log",
+            port=args.livekit_port,
+        )
+        services.append(livekit)
+        sip_lines = "SIP             off (--no-sip)\n"
+        if redis is not None:
+            sip = start_livekit_sip(
                 livekit,
-                logs,
-                AGENT_STACK=args.agent_stack,
-                AGENT_MAX_JOBS="0",
-                TRANSCRIPT_PATH=str(ROOT / "conversations" / "transcripts.jsonl"),
+                redis.address,
+                sip_port=args.sip_port,
+                rtp_range=args.rtp_ports,
+                listen_ip=None,  # every interface: the phone is on the LAN
+                log_path=logs / "livekit-sip.log",
             )
+            services.append(sip)
+            env = read_environment()
+            setup = asyncio.run(
+                setup_sip(
+                    livekit.http_url,
+                    DEV_API_KEY,
+                    DEV_API_SECRET,
+                    auth_username=env.get("SIP_AUTH_USERNAME") or None,
+                    auth_password=env.get("SIP_AUTH_PASSWORD") or None,
+                )
+            )
+            sip_lines = dial_instructions(sip, setup)
+
+        env = {
+            "LIVEKIT_URL": livekit.ws_url,
+            "LIVEKIT_API_KEY": os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
+            "LIVEKIT_API_SECRET": os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
+            "PERSONA_API_BASE": args.persona_api,
+        }
+        # The operator tools read the same settings from this file (`--env-file`).
+        args.env_file.parent.mkdir(parents=True, exist_ok=True)
+        args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        dispatcher = start_dispatcher(args.port, env, logs / "dispatcher.log")
+        services.append(dispatcher)
+        watched = [dispatcher]
+        if args.agent_stack != "none":
+            agent_env = {
+                "AGENT_MAX_JOBS": "0",  # livekit-agents' own load measure (CPU)
+                "TRANSCRIPT_PATH": str(ROOT / "conversations" / "transcripts.jsonl"),
+            }
+            # The worker's own settings (AGENT_*, TRANSCRIPT_PATH) may come from the environment.
+            agent_env.update(
+                {
+                    k: v
+                    for k, v in os.environ.items()
+                    if k.startswith("AGENT_") or k == "TRANSCRIPT_PATH"
+                }
+            )
+            agent_env["AGENT_STACK"] = args.agent_stack
+            worker = AgentWorker(
+                agent_worker_env(livekit, logs, **agent_env), logs / "agent-worker.log"
+            )
+            services.append(worker)
+            worker.start()
         print(
             f"livekit-server  {livekit.ws_url}  (key {DEV_API_KEY}, secret {DEV_API_SECRET})\n"
             f"dispatcher      {dispatcher_url}/webhooks/livekit  persona API: {args.persona_api}\n"
             f"agent           {args.agent_stack} stack, "
-            f"{'registered' if worker else 'not started'}\n"
+            f"{'not started' if args.agent_stack == 'none' else 'registered'}\n"
+            f"{sip_lines}"
             f"logs            {logs}/\n"
-            f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {env_file} "
-            "--number 8655701159\n"
+            f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {args.env_file} "
+            f"--number {TEST_NUMBER}\n"
             "Ctrl-C stops everything.",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.alive() for p in processes) and livekit.process and livekit.process.alive():
+        if livekit.process is not None:
+            watched.append(livekit.process)
+        while all(p.alive() for p in watched):
             time.sleep(0.5)
-        for p in processes:
+        for p in watched:
             if not p.alive():
-                print(f"{p.name} exited; its log ends with:\n{tail(p.log_path)}")
+                print(f"{p.name} exited; its log ends with:\n{tail(p.log_path)}", flush=True)
+        return 1
     except KeyboardInterrupt:
-        pass
+        return 0
+    except SetupError as e:
+        print(f"dev: error: SIP set-up: {e}", flush=True)
+        return 1
+    except (RuntimeError, TimeoutError) as e:
+        print(f"dev: error: {e}", flush=True)
+        return 1
     finally:
-        if worker is not None:
-            worker.stop()
-        for p in processes:
-            p.stop()
-        livekit.stop()
+        for service in reversed(services):
+            service.stop()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -22,10 +22,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
+  started=$SECONDS
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -e ".[dev]"
   rm -f .venv/.installed-*
   touch "$stamp"
+  echo "installed the Python environment in $((SECONDS - started)) s" >&2
 fi
 [ "${1:-}" = "--python-only" ] && exit 0
 
@@ -35,7 +37,7 @@ install_go_binary() {  # name version module [env...]
   shift 3
   if [ ! -x "$target" ]; then
     echo "building $name $version (takes a few minutes, once)" >&2
-    local gobin
+    local gobin started=$SECONDS
     gobin=$(mktemp -d)
     if ! env "$@" GOBIN="$gobin" GOFLAGS=-buildvcs=false go install "$module@$version"; then
       echo "go install could not build $name $version" >&2
@@ -45,6 +47,7 @@ install_go_binary() {  # name version module [env...]
     mv "$gobin"/* "$target.tmp"
     mv "$target.tmp" "$target"
     rm -rf "$gobin"
+    echo "built $name $version with go install in $((SECONDS - started)) s" >&2
   fi
   echo "$target"
 }
@@ -70,7 +73,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
-# The Debian package starts a system-wide redis on 6379; tests start their own on a free port.
+# The Debian package starts a system-wide redis on 6379, which nothing here uses: the tests start
+# their own on free ports, the dev command its own on 6380.
 
 # livekit-sip: `go install` first. The Go module proxy reachable from some machines refuses
 # github.com/livekit/sip and two modules it pins (media-sdk, protocol); there it is built from the
@@ -78,22 +82,25 @@ fi
 sip_source=${LIVEKIT_SIP_SOURCE:-$root/../shared/third_party/livekit-sip}
 sip_target="$cache/bin/livekit-sip-$LIVEKIT_SIP_VERSION"
 if [ ! -x "$sip_target" ]; then
+  started=$SECONDS
   mkdir -p "$cache/log"
   sip_log="$cache/log/livekit-sip-$LIVEKIT_SIP_VERSION-build.log"
   : >"$sip_log"
   echo "building livekit-sip $LIVEKIT_SIP_VERSION (takes a few minutes, once; log: $sip_log)" >&2
   if install_go_binary livekit-sip "$LIVEKIT_SIP_VERSION" github.com/livekit/sip/cmd/livekit-sip \
     CGO_ENABLED=1 >>"$sip_log" 2>&1; then
-    :
+    how="with go install"
   elif [ -f "$sip_source/SHA256SUMS" ]; then
     bash scripts/build_livekit_sip.sh "$sip_source" "$LIVEKIT_SIP_VERSION" "$sip_target" \
       >>"$sip_log" 2>&1 || {
       echo "error: $(tail -n 1 "$sip_log") (full log: $sip_log)" >&2
       exit 1
     }
+    how="from $sip_source"
   else
     echo "error: go install refused livekit-sip $LIVEKIT_SIP_VERSION and there is no source" \
       "in $sip_source (set LIVEKIT_SIP_SOURCE; log: $sip_log)" >&2
     exit 1
   fi
+  echo "built livekit-sip $LIVEKIT_SIP_VERSION $how in $((SECONDS - started)) s" >&2
 fi

@@ -92,11 +92,16 @@ def make_settings(
     return build
 
 
-MARKED_DIRECTORIES = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+MARKED_DIRECTORIES = {
+    "integration": pytest.mark.integration,
+    "e2e": pytest.mark.e2e,
+    "livekit_sip": pytest.mark.livekit_sip,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/integration and tests/e2e carry their directory's marker."""
+    """Tests under tests/integration, tests/e2e and tests/livekit_sip carry their directory's
+    marker."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts and parts[0] in MARKED_DIRECTORIES:

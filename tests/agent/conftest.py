@@ -32,9 +32,10 @@ def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKit
 def agent_worker(
     livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AgentWorker]:
-    """One worker for the module; a short persona wait keeps the no-persona test quick."""
+    """One worker for the module. Its persona wait (5 s) is what the no-persona test sits
+    through, and the margin a persona written after the agent connected has on a busy machine."""
     worker = start_agent_worker(
-        livekit_server, tmp_path_factory.mktemp("agent"), AGENT_PERSONA_WAIT_S="1"
+        livekit_server, tmp_path_factory.mktemp("agent"), AGENT_PERSONA_WAIT_S="5"
     )
     try:
         yield worker

@@ -86,7 +86,7 @@ async def wait_for_records(
     match: Callable[[dict[str, Any]], bool],
     *,
     count: int = 1,
-    within_s: float = 20.0,
+    within_s: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Poll a JSON-lines file until `count` records match; fails with what it saw."""
     deadline = time.monotonic() + within_s

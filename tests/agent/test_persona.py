@@ -34,12 +34,17 @@ async def test_persona_in_connected_room_is_used_when_job_copy_lacks_it() -> Non
 
 
 async def test_persona_written_after_connect_is_waited_for() -> None:
+    """The update ends the wait at once: with an hour to wait, the call returns on the update
+    (the 60 s guard only catches a hang)."""
     room = MetadataRoom('{"other": 1}')
     asyncio.get_running_loop().call_later(0.1, room.update, PIRATE_METADATA)
-    applied = await resolve_persona(job_room_metadata="", room=room, connect=room.connect, wait_s=5)
+    async with asyncio.timeout(60):
+        applied = await resolve_persona(
+            job_room_metadata="", room=room, connect=room.connect, wait_s=3600
+        )
     assert applied.meta.persona == PIRATE
     assert applied.read_from == "room_update"
-    assert 50 <= applied.waited_ms < 2000
+    assert applied.waited_ms >= 50
 
 
 @pytest.mark.parametrize(
@@ -57,15 +62,17 @@ async def test_persona_written_after_connect_is_waited_for() -> None:
 async def test_missing_or_corrupt_persona_gives_the_default_after_a_bounded_wait(raw: str) -> None:
     room = MetadataRoom(raw)
     dispatch = parse_dispatch_metadata('{"caller": "919876543210", "call_id": "SCL_9"}')
-    applied = await resolve_persona(
-        job_room_metadata=raw, room=room, connect=room.connect, wait_s=0.1, dispatch=dispatch
-    )
+    # Nothing ever updates the room: only the wait's own bound can end the call.
+    async with asyncio.timeout(60):
+        applied = await resolve_persona(
+            job_room_metadata=raw, room=room, connect=room.connect, wait_s=0.1, dispatch=dispatch
+        )
     assert applied.is_default
     assert applied.meta.persona == DEFAULT_PERSONA
     assert applied.meta.status == "default"
     # Correlation survives: the dispatch metadata still names the call.
     assert (applied.meta.caller, applied.meta.call_id) == ("919876543210", "SCL_9")
-    assert 100 <= applied.waited_ms < 1000
+    assert applied.waited_ms >= 100
     assert applied.problems
 
 

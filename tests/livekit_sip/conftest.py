@@ -1,5 +1,6 @@
-"""One real SIP stack per test session: Redis, livekit-server (with Redis and a webhook recorder),
-livekit-sip, and the trunk and dispatch rule applied by provisioning/sip_setup.py.
+"""One real SIP stack for the livekit-sip tests: Redis, livekit-server (with Redis and a webhook
+recorder), livekit-sip, and the trunk and dispatch rule applied by provisioning/sip_setup.py; no
+dispatcher.
 
 A missing binary or package fails these tests (scripts/install_deps.sh installs them); nothing is
 skipped.
@@ -16,7 +17,7 @@ from devstack.processes import ROOT
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.stack import WebhookRecorder
 
-LOG_DIR = ROOT / "var" / "log" / "e2e"
+LOG_DIR = ROOT / "var" / "log" / "livekit-sip"
 
 
 @pytest.fixture(scope="session")

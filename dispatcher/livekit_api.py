@@ -38,7 +38,11 @@ class LiveKitError(PersonaDispatcherError):
 
 
 class LiveKitUnreachable(LiveKitError):
-    """No answer: connection refused or reset, or nothing within the deadline."""
+    """No answer: connection refused or reset, or nothing within the deadline (`timeout_s`)."""
+
+    def __init__(self, step: str, detail: str, timeout_s: float | None = None) -> None:
+        super().__init__(step, detail)
+        self.timeout_s = timeout_s
 
 
 class LiveKitRejected(LiveKitError):
@@ -67,9 +71,9 @@ async def livekit_call(step: str, request: Awaitable[T], timeout_s: float) -> T:
         )
         raise kind(step, str(e.code), e.message, e.status) from e
     except TimeoutError:
-        raise LiveKitUnreachable(step, f"no answer within {timeout_s:g}s") from None
+        raise LiveKitUnreachable(step, "TimeoutError", timeout_s) from None
     except aiohttp.ClientError as e:
-        raise LiveKitUnreachable(step, f"{type(e).__name__}: {e}") from e
+        raise LiveKitUnreachable(step, type(e).__name__) from e
 
 
 class LiveKitRooms:

@@ -240,7 +240,10 @@ class SipSetup:
         try:
             return await livekit_call(what, request, self._timeout)
         except LiveKitUnreachable as e:
-            raise ServerUnreachable(f"{what}: cannot reach livekit-server ({e.detail})") from None
+            if e.timeout_s is not None:
+                raise ServerUnreachable(f"{what}: no answer within {e.timeout_s:g}s") from None
+            cause = e.__cause__ or e.detail
+            raise ServerUnreachable(f"{what}: cannot reach livekit-server ({cause})") from None
         except LiveKitRejected as e:
             if "sip not connected" in e.message:
                 raise SipNotConnected(

@@ -4,6 +4,7 @@ and captured log events."""
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts and parts[0] in MARKED_DIRECTORIES:
             item.add_marker(MARKED_DIRECTORIES[parts[0]])
+
+
+SUMMARY_MARKERS = ("unit", "service", "integration", "livekit_sip", "e2e")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The outcomes per kind of test, so that a run's summary shows how many real SIP calls
+    (livekit_sip, e2e) it placed, not only a total."""
+    counts: dict[str, Counter[str]] = {m: Counter() for m in (*SUMMARY_MARKERS, "other")}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            keywords = getattr(report, "keywords", {})
+            kind = next((m for m in SUMMARY_MARKERS if m in keywords), "other")
+            counts[kind][outcome] += 1
+    parts = [
+        f"{kind} " + ", ".join(f"{n} {outcome}" for outcome, n in c.items())
+        for kind, c in counts.items()
+        if c
+    ]
+    if parts:
+        terminalreporter.write_line("tests by kind: " + "; ".join(parts))

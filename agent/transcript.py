@@ -16,6 +16,7 @@ from livekit.agents.voice.events import (
 )
 
 from contract.metadata import utc_now_iso
+from telemetry.logs import redact
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -30,24 +31,26 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 class TranscriptLog:
-    """Appends one call's events to the transcript file, each tagged with `room` and `call_id`."""
+    """Appends one call's events to the transcript file, each tagged with `room` and `call_id`;
+    phone numbers in every field are masked as in the logs, unless `unmasked` (LOG_UNMASKED)."""
 
-    def __init__(self, path: Path, *, room: str, call_id: str | None) -> None:
+    def __init__(
+        self, path: Path, *, room: str, call_id: str | None, unmasked: bool = False
+    ) -> None:
         self.path = path
         self.room = room
         self.call_id = call_id
+        self.unmasked = unmasked
 
     def write(self, event: str, **fields: Any) -> None:
-        append_jsonl(
-            self.path,
-            {
-                "ts": utc_now_iso(),
-                "event": event,
-                "room": self.room,
-                "call_id": self.call_id,
-                **fields,
-            },
-        )
+        record = {
+            "ts": utc_now_iso(),
+            "event": event,
+            "room": self.room,
+            "call_id": self.call_id,
+            **fields,
+        }
+        append_jsonl(self.path, record if self.unmasked else redact(record))
 
     def attach(self, session: AgentSession[Any]) -> None:
         """Record the session's turns, tool calls and its end."""

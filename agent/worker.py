@@ -18,7 +18,7 @@ from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
 from contract.metadata import parse_dispatch_metadata
-from telemetry.logs import configure_forwarded_logging, get_logger, mask_number
+from telemetry.logs import configure_forwarded_logging, get_logger
 
 log = get_logger(__name__)
 
@@ -61,8 +61,9 @@ class JobEntrypoint:
         await run_call(ctx, self.settings, factory)
 
 
-def log_applied(applied: AppliedPersona, *, room: str, unmasked: bool) -> None:
-    """`persona.applied` (and `persona.missing` first when the default had to be used)."""
+def log_applied(applied: AppliedPersona, *, room: str) -> None:
+    """`persona.applied` (and `persona.missing` first when the default had to be used); the
+    caller's number is masked by the worker's log redaction."""
     log = get_logger(__name__)
     if applied.is_default:
         # The dispatcher guarantees a persona before dispatch: this is its bug, not the caller's.
@@ -70,7 +71,7 @@ def log_applied(applied: AppliedPersona, *, room: str, unmasked: bool) -> None:
     log.info(
         "persona.applied",
         room=room,
-        caller=mask_number(applied.meta.caller, unmasked=unmasked),
+        caller=applied.meta.caller,
         **applied.log_fields(),
     )
 
@@ -88,14 +89,15 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
     )
     meta = applied.meta
     structlog.contextvars.bind_contextvars(call_id=meta.call_id)
-    log_applied(applied, room=room, unmasked=settings.logs.unmasked)
+    log_applied(applied, room=room)
 
-    transcript = TranscriptLog(settings.transcript_path, room=room, call_id=meta.call_id)
-    transcript.write(
-        "persona.applied",
-        caller=mask_number(meta.caller, unmasked=settings.logs.unmasked),
-        **applied.log_fields(),
+    transcript = TranscriptLog(
+        settings.transcript_path,
+        room=room,
+        call_id=meta.call_id,
+        unmasked=settings.logs.unmasked,
     )
+    transcript.write("persona.applied", caller=meta.caller, **applied.log_fields())
     session = new_session(factory(meta.persona))
     transcript.attach(session)
 

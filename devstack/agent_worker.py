@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.logs import read_json_lines
+from devstack.logs import read_log_events
 from devstack.processes import ManagedProcess, python_module
 from devstack.services import LiveKitServer
 
@@ -64,9 +64,10 @@ class AgentWorker:
         return self
 
     def log_records(self, **match: Any) -> list[dict[str, Any]]:
-        """The worker's JSON log lines since this start whose fields equal `match`."""
+        """The worker's JSON log lines since this start whose fields equal `match` (as logged:
+        phone numbers masked)."""
         offset = self.process.log_offset if self.process is not None else 0
-        return read_json_lines(self.log_path, offset, **match)
+        return read_log_events(self.log_path, offset, **match)
 
     def stop(self) -> int | None:
         """SIGTERM (the worker drains, then exits); its whole process group is killed if it has

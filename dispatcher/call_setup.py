@@ -34,7 +34,7 @@ from dispatcher.caller import (
 )
 from dispatcher.livekit_api import LiveKitNotFound, LiveKitRooms, livekit_call
 from dispatcher.persona_resolver import PersonaResolver, Resolution
-from telemetry.logs import get_logger, mask_number
+from telemetry.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -90,7 +90,6 @@ class SetupPolicy:
     lookups: tuple[Lookup, ...]
     number_format: NumberFormat
     default_caller: str | None
-    unmasked_logs: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,9 +178,8 @@ class CallSetup:
             log.warning("call.no_caller", identity_kind=join.party.identity.split("_")[0])
             return numbers
         first = numbers[0]
-        structlog.contextvars.bind_contextvars(
-            caller=mask_number(first.number, unmasked=p.unmasked_logs)
-        )
+        # Masked by the logging's redaction, as every number in every field is.
+        structlog.contextvars.bind_contextvars(caller=first.number)
         log.info(
             "call.caller_detected",
             lookup=first.lookup,

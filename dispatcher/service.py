@@ -73,7 +73,6 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             lookups=settings.persona_lookup,
             number_format=number_format(settings),
             default_caller=settings.default_caller,
-            unmasked_logs=settings.logs.unmasked,
         ),
     )
     setup = SetupGuard(call_setup.run, remember=settings.handled_events_size)

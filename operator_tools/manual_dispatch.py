@@ -218,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, agent_name=args.agent)
     room = args.room or f"call_{number}_{uuid.uuid4().hex[:6]}"
     # Keep stdout for the summary; structured logs of the set-up go to stderr.
-    configure_logging("warning", settings.logs.format, service="manual-dispatch", stream=sys.stderr)
+    configure_logging(
+        "warning",
+        settings.logs.format,
+        service="manual-dispatch",
+        stream=sys.stderr,
+        unmasked=settings.logs.unmasked,
+    )
     try:
         outcome = asyncio.run(run(settings, number, room, args.dry_run))
     except CommandError as e:

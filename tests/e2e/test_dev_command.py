@@ -21,6 +21,7 @@ import pytest
 from devstack.processes import ROOT, free_port, free_udp_range, port_free, tail
 from dispatcher.persona_payload import parse_persona_payload
 from provisioning.sip_setup import load_trunk
+from telemetry.logs import redact_text
 from tests.e2e.service_logs import records, spoken
 from tests.harness.sipp import TEST_CALLER, Call, SippRun
 
@@ -124,7 +125,7 @@ def test_dev_command_answers_a_sip_call_with_the_callers_persona(dev: DevCommand
     dispatched = [
         e
         for e in records(LOG_DIR / "dispatcher.log", "agent.dispatched")
-        if e["room"].startswith(f"call_{TEST_CALLER}_")
+        if e["room"].startswith(f"call_{redact_text(TEST_CALLER)}_")  # as the dev logs mask it
     ]
     assert len(dispatched) == 1, dispatched
     room = dispatched[0]["room"]

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from livekit import api, rtc
 
 from contract.metadata import PersonaMetadata, decode_persona_metadata
-from devstack.logs import read_json_lines
+from devstack.logs import read_log_events
 from devstack.processes import ROOT, ManagedProcess, free_port
 from devstack.services import LiveKitServer, start_dispatcher, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -114,8 +114,9 @@ class Stack:
         return api.LiveKitAPI(self.livekit.http_url, DEV_API_KEY, DEV_API_SECRET)
 
     def dispatcher_events(self, **match: Any) -> list[dict[str, Any]]:
-        """The dispatcher's JSON log events whose fields equal `match`."""
-        return read_json_lines(self.dispatcher_log, **match)
+        """The dispatcher's JSON log events whose fields equal `match` (as logged: phone numbers
+        masked, so `room=` takes the room's real name)."""
+        return read_log_events(self.dispatcher_log, **match)
 
     def stop(self) -> None:
         for p in [*self.extra, self.dispatcher, self.persona_api]:
@@ -173,6 +174,12 @@ def start_stack(
         mapping,
         extra=dispatchers[1:],
     )
+
+
+def unique_number() -> str:
+    """A caller number no other test uses, so that no cache or file carries state into the test
+    (10 digits starting with 7: valid for the default NumberFormat, in no fixture)."""
+    return "7" + str(uuid.uuid4().int % 10**9).zfill(9)
 
 
 def unique_room(number: str) -> str:

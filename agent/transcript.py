@@ -16,7 +16,9 @@ from livekit.agents.voice.events import (
 )
 
 from contract.metadata import utc_now_iso
-from telemetry.logs import redact
+from telemetry.logs import get_logger, redact
+
+log = get_logger(__name__)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -32,7 +34,12 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 class TranscriptLog:
     """Appends one call's events to the transcript file, each tagged with `room` and `call_id`;
-    phone numbers in every field are masked as in the logs, unless `unmasked` (LOG_UNMASKED)."""
+    phone numbers in every field are masked as in the logs, unless `unmasked` (LOG_UNMASKED).
+
+    The transcript is a record of the call, never a condition of it: a write that fails (a
+    read-only or full disk, a path the process may not write) is logged once per call as
+    `transcript.write_failed`, and the call goes on.
+    """
 
     def __init__(
         self, path: Path, *, room: str, call_id: str | None, unmasked: bool = False
@@ -41,6 +48,7 @@ class TranscriptLog:
         self.room = room
         self.call_id = call_id
         self.unmasked = unmasked
+        self.failed = False
 
     def write(self, event: str, **fields: Any) -> None:
         record = {
@@ -50,7 +58,17 @@ class TranscriptLog:
             "call_id": self.call_id,
             **fields,
         }
-        append_jsonl(self.path, record if self.unmasked else redact(record))
+        try:
+            append_jsonl(self.path, record if self.unmasked else redact(record))
+        except OSError as e:
+            if not self.failed:
+                self.failed = True
+                log.warning(
+                    "transcript.write_failed",
+                    path=str(self.path),
+                    error=f"{type(e).__name__}: {e.strerror or e}",
+                    transcript_event=event,
+                )
 
     def attach(self, session: AgentSession[Any]) -> None:
         """Record the session's turns, tool calls and its end."""

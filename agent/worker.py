@@ -76,6 +76,14 @@ def log_applied(applied: AppliedPersona, *, room: str) -> None:
     )
 
 
+def transcript_persona_event(applied: AppliedPersona) -> str:
+    """The transcript's name for the persona in effect, in the team's words (their transcript
+    logger and manual call test look for these, see shared/origin-notes.md): `persona_loaded`
+    for a persona from the API, the cache, a stale copy or a file; `persona_not_found` when the
+    default persona had to be used."""
+    return "persona_not_found" if applied.meta.status == "default" else "persona_loaded"
+
+
 async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFactory) -> None:
     """One call: resolve the persona from room metadata, then start the agent in the room."""
     room = ctx.job.room.name
@@ -97,7 +105,7 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         call_id=meta.call_id,
         unmasked=settings.logs.unmasked,
     )
-    transcript.write("persona.applied", caller=meta.caller, **applied.log_fields())
+    transcript.write(transcript_persona_event(applied), caller=meta.caller, **applied.log_fields())
     session = new_session(factory(meta.persona))
     transcript.attach(session)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.logs import read_log_events
-from devstack.processes import ManagedProcess, python_module
+from devstack.processes import ROOT, ManagedProcess, python_module
 from devstack.services import LiveKitServer
 
 REGISTERED = "registered worker"
@@ -42,11 +42,13 @@ def agent_worker_env(server: LiveKitServer, workdir: Path, **overrides: str) -> 
 
 @dataclass
 class AgentWorker:
-    """One `python -m agent` process; its JSON log goes to `log_path`."""
+    """One `python -m agent` process, run in `cwd` (where relative paths such as the default
+    TRANSCRIPT_PATH land); its JSON log goes to `log_path`."""
 
     env: dict[str, str]
     log_path: Path
     process: ManagedProcess | None = None
+    cwd: Path = ROOT
 
     def start(self, timeout: float = 60.0) -> AgentWorker:
         """Start the worker and return once it is registered with the server."""
@@ -56,6 +58,7 @@ class AgentWorker:
             self.log_path,
             env=self.env,
             inherit_env=False,
+            cwd=self.cwd,
             ready=lambda: self.log_records(event=REGISTERED),
             # SIGTERM drains running calls first (AGENT_DRAIN_TIMEOUT_S).
             stop_grace_s=15.0,

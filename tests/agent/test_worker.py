@@ -121,7 +121,7 @@ async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
         ("user", "What does the insurance cover?"),
         ("assistant", FAKE_REPLY),
     ]
-    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona_loaded"))
     assert applied[0]["status"] == "loaded"
     assert applied[0]["read_from"] == "job"
     assert applied[0]["persona_id"] == PIRATE.persona_id
@@ -179,7 +179,7 @@ async def test_persona_written_after_the_agent_connected_is_waited_for(
 
     requests = await wait_for_records(fake_llm_log, in_room(room_name, "llm"))
     assert requests[0]["instructions"] == LIBRARIAN.instructions
-    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona_loaded"))
     assert applied[0]["read_from"] == "room_update"
     assert applied[0]["status"] == "loaded"
     assert applied[0]["waited_ms"] > 0
@@ -203,7 +203,7 @@ async def test_call_without_a_persona_gets_the_default_persona(
     # A non-streaming TTS is fed sentence by sentence.
     spoken = await wait_for_records(fake_llm_log, in_room(room_name, "tts"), count=2)
     assert " ".join(s["text"] for s in spoken) == DEFAULT_PERSONA.welcome
-    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona_not_found"))
     assert applied[0]["status"] == "default"
     assert applied[0]["read_from"] == "none"
     assert applied[0]["call_id"] == "SCL_none"

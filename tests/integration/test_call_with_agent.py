@@ -83,7 +83,7 @@ async def test_caller_is_greeted_in_the_persona_the_dispatcher_resolved(
     request = await first_llm_request(worker, caller)
     assert request["instructions"] == persona.instructions
     transcript = Path(worker.env["TRANSCRIPT_PATH"])
-    applied = await wait_for_records(transcript, records(transcript, room, event="persona.applied"))
+    applied = await wait_for_records(transcript, records(transcript, room, event="persona_loaded"))
     assert applied[0]["status"] == "loaded"
     assert applied[0]["read_from"] == "job"
     assert applied[0]["persona_id"] == "prs_3001"
@@ -104,7 +104,7 @@ async def test_slow_persona_api_still_gives_the_agent_the_persona(
     assert request["instructions"] == persona.instructions
     transcript = Path(worker.env["TRANSCRIPT_PATH"])
     room = caller.room.name
-    applied = await wait_for_records(transcript, records(transcript, room, event="persona.applied"))
+    applied = await wait_for_records(transcript, records(transcript, room, event="persona_loaded"))
     assert (applied[0]["status"], applied[0]["read_from"]) == ("loaded", "job")
     assert applied[0]["waited_ms"] == 0
 

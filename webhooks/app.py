@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from livekit import api
 
 from config.settings import Settings
+from dispatcher.livekit_api import check_access
 from dispatcher.service import open_clients
 from webhooks import handlers
-from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
+from webhooks.keys import CALL_SETUP, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
+from webhooks.readiness import Readiness
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
@@ -21,7 +24,20 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
         app[RECEIVER] = api.WebhookReceiver(
             api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)
         )
+        app[READINESS] = Readiness(
+            functools.partial(check_access, clients.livekit, settings.livekit.api_timeout_s)
+        )
         yield
+        # Already draining since on_shutdown; in case the app is cleaned up without it.
+        app[READINESS].start_draining()
+    # Leaving open_clients waited for the set-ups in flight (SetupGuard.drain).
+
+
+async def _start_draining(app: web.Application) -> None:
+    """First step of shutdown (aiohttp's on_shutdown, before handlers are awaited and clients
+    closed): new webhooks get 503 and LiveKit redelivers them; running set-ups finish."""
+    if READINESS in app:
+        app[READINESS].start_draining()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -31,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_clients)
+    app.on_shutdown.append(_start_draining)
     app.router.add_post("/webhooks/livekit", handlers.livekit_webhook)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

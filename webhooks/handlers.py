@@ -12,7 +12,7 @@ from livekit import api
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
 from telemetry.logs import get_logger
-from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
+from webhooks.keys import CALL_SETUP, READINESS, RECEIVER, SETTINGS
 from webhooks.verify import verify_webhook
 
 log = get_logger(__name__)
@@ -27,6 +27,7 @@ def _ms(started: float) -> float:
 async def livekit_webhook(request: web.Request) -> web.Response:
     """`POST /webhooks/livekit`: verify, route, and answer once the call's dispatch exists."""
     started = time.perf_counter()
+    request.app[READINESS].refuse_if_draining()
     limit = request.app[SETTINGS].webhook_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
@@ -78,6 +79,9 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the clients exist (the app finished starting)."""
-    ready = CALL_SETUP in request.app
-    return web.json_response({"ready": ready}, status=200 if ready else 503)
+    """Readiness: a call can be set up now (LiveKit answers with our keys, not draining)."""
+    readiness = request.app.get(READINESS)
+    reason = "starting" if readiness is None else await readiness.not_ready_because()
+    if reason is not None:
+        return web.json_response({"ready": False, "reason": reason}, status=503)
+    return web.json_response({"ready": True})

@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound
 from telemetry.logs import get_logger
+from webhooks.readiness import ServiceDraining
 from webhooks.verify import WebhookAuthError, WebhookPayloadError
 
 log = get_logger(__name__)
@@ -36,6 +37,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _reject(400, f"bad request: {e}", started)
     except web.HTTPRequestEntityTooLarge:
         return _reject(413, "body too large", started)
+    except ServiceDraining:
+        # 5xx: LiveKit delivers it again, to a replica that is not shutting down.
+        return _reject(503, "draining", started)
     except LiveKitNotFound as e:
         # The room closed before its call was set up: nothing to redeliver.
         log.info("webhook.ignored", event_type="participant_joined", reason=f"room gone ({e.step})")

@@ -145,11 +145,16 @@ class Settings:
     handled_events_size: int = setting("HANDLED_EVENTS_SIZE", 10_000, integer(minimum=1))
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build and validate `Settings`; raises `SettingsError` naming every problem."""
-    r = EnvReader(read_environment() if env is None else env)
-    settings = Settings(
-        **read_fields(Settings, r, livekit=LiveKitSettings.read(r), logs=LogSettings.read(r))
-    )
+def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True) -> Settings:
+    """Build and validate `Settings`; raises `SettingsError` naming every problem.
+
+    `livekit=False` is for what never talks to LiveKit (a dry run of the manual dispatch): the
+    LiveKit variables are then taken as far as they are set, and neither required nor checked.
+    """
+    environment = read_environment() if env is None else env
+    r = EnvReader(environment)
+    # A separate reader keeps the LiveKit problems out of those that stop start-up.
+    lk = LiveKitSettings.read(r if livekit else EnvReader(environment))
+    settings = Settings(**read_fields(Settings, r, livekit=lk, logs=LogSettings.read(r)))
     r.done()
     return settings

@@ -44,21 +44,37 @@ def build_resolver(settings: Settings, persona_api: PersonaApiClient | None) -> 
     )
 
 
+def persona_api_client(settings: Settings) -> PersonaApiClient | None:
+    """The persona API client, or None when PERSONA_API_BASE is off; the caller closes it."""
+    if not settings.persona_api_base:
+        return None
+    return PersonaApiClient(
+        PersonaApiConfig(
+            base_url=settings.persona_api_base,
+            attempt_timeout_s=settings.persona_attempt_timeout_s,
+            attempts=settings.persona_attempts,
+            max_bytes=settings.persona_max_bytes,
+        )
+    )
+
+
+@asynccontextmanager
+async def open_resolver(settings: Settings) -> AsyncIterator[PersonaResolver]:
+    """The persona resolver alone, as the call set-up has it, with nothing of LiveKit."""
+    persona_api = persona_api_client(settings)
+    resolver = build_resolver(settings, persona_api)
+    try:
+        yield resolver
+    finally:
+        await resolver.aclose()
+        if persona_api is not None:
+            await persona_api.close()
+
+
 @asynccontextmanager
 async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     """The persona API client, resolver, LiveKit API client and call set-up; closed on exit."""
-    persona_api = (
-        PersonaApiClient(
-            PersonaApiConfig(
-                base_url=settings.persona_api_base,
-                attempt_timeout_s=settings.persona_attempt_timeout_s,
-                attempts=settings.persona_attempts,
-                max_bytes=settings.persona_max_bytes,
-            )
-        )
-        if settings.persona_api_base
-        else None
-    )
+    persona_api = persona_api_client(settings)
     resolver = build_resolver(settings, persona_api)
     rooms = LiveKitRooms(
         settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret

@@ -39,7 +39,7 @@ from dispatcher.livekit_api import (
     livekit_call,
 )
 from dispatcher.persona_resolver import Resolution
-from dispatcher.service import number_format, open_clients
+from dispatcher.service import number_format, open_clients, open_resolver
 from telemetry.logs import configure_logging
 
 TEST_NUMBER = "8655701159"
@@ -122,10 +122,9 @@ def join_token(settings: Settings, room: str, number: str) -> str:
     )
 
 
-async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outcome:
-    """Resolve (dry run) or set up the call exactly as the webhook path does."""
-    started = time.perf_counter()
-    party = CallParty(
+def caller_party(number: str) -> CallParty:
+    """The SIP participant livekit-sip would bring in for a call from `number`."""
+    return CallParty(
         identity=f"sip_{number}",
         attributes={
             ATTR_CALLER: number,
@@ -133,17 +132,33 @@ async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outc
             ATTR_CALL_ID: f"manual_{uuid.uuid4().hex[:12]}",
         },
     )
+
+
+async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outcome:
+    """Resolve (dry run) or set up the call exactly as the webhook path does."""
+    if dry_run:
+        return await resolve_only(settings, number, room)
+    return await set_up(settings, number, room)
+
+
+async def resolve_only(settings: Settings, number: str, room: str) -> Outcome:
+    """The persona the call would get and its metadata's size; LiveKit is never touched (nor
+    needs to be configured)."""
+    started = time.perf_counter()
+    party = caller_party(number)
+    async with open_resolver(settings) as resolver:
+        numbers = detect_numbers(party, room, "", settings.persona_lookup, number_format(settings))
+        resolution = await resolver.resolve(numbers)
+    encoded = encode_room_metadata("", resolution.metadata(), settings.metadata_budget_bytes)
+    size = len(encoded.encode())
+    return Outcome(number, room, resolution, None, size, None, _ms(started))
+
+
+async def set_up(settings: Settings, number: str, room: str) -> Outcome:
+    """The room created if needed, then the webhook path's own set-up for it."""
+    started = time.perf_counter()
+    party = caller_party(number)
     async with open_clients(settings) as clients:
-        if dry_run:
-            numbers = detect_numbers(
-                party, room, "", settings.persona_lookup, number_format(settings)
-            )
-            resolution = await clients.resolver.resolve(numbers)
-            encoded = encode_room_metadata(
-                "", resolution.metadata(), settings.metadata_budget_bytes
-            )
-            size = len(encoded.encode())
-            return Outcome(number, room, resolution, None, size, None, _ms(started))
         try:
             await livekit_call(
                 "create_room",
@@ -205,7 +220,8 @@ def render(o: Outcome, settings: Settings) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings(read_environment(args.env_file))
+        # A dry run touches nothing of LiveKit: right after a clone it needs no settings at all.
+        settings = load_settings(read_environment(args.env_file), livekit=not args.dry_run)
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETTINGS

@@ -23,6 +23,7 @@ RUN pip install --no-cache-dir ".[openai,pipeline]"
 # docker-compose.yml mounts as the named volume persona-data (owned by nobody, kept across
 # restarts and image rebuilds).
 RUN mkdir -p /var/lib/persona-dispatcher && chown nobody:nogroup /var/lib/persona-dispatcher
-ENV TRANSCRIPT_PATH=/var/lib/persona-dispatcher/conversations/transcripts.jsonl
+ENV TRANSCRIPT_PATH=/var/lib/persona-dispatcher/conversations/transcripts.jsonl \
+    MANUAL_DISPATCH_LOG=/var/lib/persona-dispatcher/log/manual-dispatch.log
 VOLUME /var/lib/persona-dispatcher
 USER nobody

@@ -143,6 +143,11 @@ class Settings:
     default_persona_file: Path | None = setting("DEFAULT_PERSONA_FILE", None, _existing_file)
     metadata_budget_bytes: int = setting("METADATA_BUDGET_BYTES", 60_000, integer(minimum=2048))
     handled_events_size: int = setting("HANDLED_EVENTS_SIZE", 10_000, integer(minimum=1))
+    # Where persona-dispatch-call logs the set-ups it runs, for persona-logs to read beside the
+    # dispatcher's log (the dev command points it into its log directory).
+    manual_dispatch_log: Path = setting(
+        "MANUAL_DISPATCH_LOG", Path("var/log/manual-dispatch.log"), path
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True) -> Settings:

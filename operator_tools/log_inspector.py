@@ -1,8 +1,9 @@
 """Reads the dispatcher's and the agent's JSON-line logs back into calls: pure functions, no I/O.
 
-A line is one of ours when it is a JSON object with a string `ts`, a `service` of `dispatcher` or
-`agent` and a fixed, dotted `event` name (`persona.resolved`). Anything else (plain text,
-livekit-server's own JSON, stdlib records whose `event` is free text) is foreign: counted, skipped.
+A line is one of ours when it is a JSON object with a string `ts`, a `service` of `dispatcher`,
+`agent` or `manual-dispatch` and a fixed, dotted `event` name (`persona.resolved`). Anything else
+(plain text, livekit-server's own JSON, stdlib records whose `event` is free text) is foreign:
+counted, skipped.
 
 A call is keyed by `call_id` when a line carries one, else by `room`; lines of both services join
 on either. Lines without `call_id` in a room used by several calls join the latest call that
@@ -28,7 +29,8 @@ import orjson
 from contract.metadata import STATUSES
 from telemetry.logs import redact_text
 
-SERVICES = frozenset({"dispatcher", "agent"})
+# `manual-dispatch`: persona-dispatch-call runs the dispatcher's set-up and logs it alike.
+SERVICES = frozenset({"dispatcher", "agent", "manual-dispatch"})
 ERROR_LEVELS = frozenset({"warning", "error", "critical"})
 PERSONA_STATUSES = STATUSES
 END_EVENTS = frozenset({"call.ended", "room.released"})

@@ -12,21 +12,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
-from dispatcher.persona_payload import parse_persona_payload
 from tests.e2e.service_logs import records, spoken
+from tests.harness.fixture_personas import PRIYA
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.harness.stack import Stack, eventually, start_stack
 from tests.harness.timings import percentile
 
 LOG_DIR = ROOT / "var" / "log" / "e2e"
-FIXTURES = ROOT / "tests" / "fixtures" / "personas"
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +173,7 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
     assert [(e["status"], e["read_from"], e["persona_id"]) for e in applied] == [
         ("loaded", "job", "prs_3001")
     ]
-    persona = parse_persona_payload(orjson.loads((FIXTURES / "num_8655701159.json").read_bytes()))
-    assert " ".join(tts_lines(worker, room)[:2]) == persona.welcome
+    assert " ".join(tts_lines(worker, room)[:2]) == PRIYA.welcome
 
     # After the BYE: the SIP participant left, the room closed, the dispatcher holds nothing.
     released = await eventually(

@@ -20,6 +20,7 @@ from config.env import (
     read_fields,
     required,
     seconds,
+    seconds_or_off,
     setting,
     text,
     url,
@@ -141,6 +142,12 @@ class Settings:
     default_persona_file: Path | None = setting("DEFAULT_PERSONA_FILE", None, _existing_file)
     metadata_budget_bytes: int = setting("METADATA_BUDGET_BYTES", 60_000, integer(minimum=2048))
     handled_events_size: int = setting("HANDLED_EVENTS_SIZE", 10_000, integer(minimum=1))
+    # The reconciler (dispatcher/reconciler.py): how often it looks for calls the webhook path
+    # missed (0: never), how long a new room is left to its webhook, and how long an agent may
+    # take to join a dispatched call before the dispatch is checked.
+    reconcile_interval_s: float = setting("RECONCILE_INTERVAL_S", 2.0, seconds_or_off)
+    reconcile_grace_s: float = setting("RECONCILE_GRACE_S", 3.0, seconds)
+    agent_join_timeout_s: float = setting("AGENT_JOIN_TIMEOUT_S", 10.0, seconds)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -38,15 +38,21 @@ def _config_file(prefix: str, text: str) -> Path:
     return Path(name)
 
 
-def start_dispatcher(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
-    """The webhook receiver (`python -m webhooks`) as a process, JSON logs into `log_path`."""
+def dispatcher_process(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """The webhook receiver (`python -m webhooks`) as a process (not started yet), JSON logs
+    into `log_path`."""
     return ManagedProcess(
         "dispatcher",
         python_module("webhooks"),
         log_path,
         env={"HOST": "127.0.0.1", "PORT": str(port), **env},
         ready=http_ready(f"http://127.0.0.1:{port}/healthz"),
-    ).start()
+    )
+
+
+def start_dispatcher(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """`dispatcher_process`, started: returns once it answers `/healthz`."""
+    return dispatcher_process(port, env, log_path).start()
 
 
 @dataclass

@@ -31,6 +31,7 @@ from dispatcher.persona_payload import (
     parse_persona_payload,
 )
 from telemetry.logs import get_logger
+from telemetry.metrics import Metrics
 
 log = get_logger(__name__)
 
@@ -103,12 +104,14 @@ class PersonaResolver:
         files: PersonaFiles,
         default: Persona,
         deadline_s: float,
+        metrics: Metrics,
     ) -> None:
         self._api = api
         self._cache = cache
         self._files = files
         self._default = default
         self._deadline = deadline_s
+        self._metrics = metrics
         self._inflight: dict[str, asyncio.Task[Persona]] = {}
 
     async def resolve(self, numbers: list[DetectedNumber]) -> Resolution:
@@ -142,8 +145,11 @@ class PersonaResolver:
                             "persona.cache_hit", lookup=d.lookup, found=entry.persona is not None
                         )
                         if entry.persona is not None:
+                            self._metrics.persona_cache.labels("hit").inc()
                             return done(entry.persona, "cached", "cache", d)
+                        self._metrics.persona_cache.labels("negative_hit").inc()
                         continue
+                    self._metrics.persona_cache.labels("miss").inc()
                     if self._api is None:
                         reason = "api_off"
                         break
@@ -174,6 +180,7 @@ class PersonaResolver:
 
     def _fallback(self, r: Resolution) -> Resolution:
         log.info("persona.fallback", reason=r.fallback_reason, status=r.status, source=r.source)
+        self._metrics.persona_fallbacks.labels(r.fallback_reason or "none", r.status).inc()
         return r
 
     def _shared_fetch(self, number: str) -> asyncio.Task[Persona]:
@@ -192,6 +199,26 @@ class PersonaResolver:
             task.exception()
 
     async def _fetch(self, number: str) -> Persona:
+        started = time.perf_counter()
+        outcome: str | None = "error"
+        try:
+            persona = await self._fetch_and_cache(number)
+            outcome = "ok"
+            return persona
+        except PersonaNotFound:
+            outcome = "not_found"
+            raise
+        except asyncio.CancelledError:
+            outcome = None  # shut down mid-request: no answer to count
+            raise
+        finally:
+            if outcome is not None:
+                self._metrics.persona_api_requests.labels(outcome).inc()
+                self._metrics.persona_api_duration.labels(outcome).observe(
+                    time.perf_counter() - started
+                )
+
+    async def _fetch_and_cache(self, number: str) -> Persona:
         assert self._api is not None
         try:
             result = await self._api.fetch(number)

@@ -16,7 +16,9 @@ from dispatcher.livekit_api import LiveKitRooms
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
+from dispatcher.reconciler import ReconcilePolicy, Reconciler
 from dispatcher.setup_guard import SetupGuard
+from telemetry.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,18 @@ class Clients:
     resolver: PersonaResolver
     setup: SetupGuard
     livekit: api.LiveKitAPI
+    call_setup: CallSetup
+    rooms: LiveKitRooms
+    metrics: Metrics
 
 
 def number_format(settings: Settings) -> NumberFormat:
     return NumberFormat(settings.country_code, settings.national_number_length)
 
 
-def build_resolver(settings: Settings, persona_api: PersonaApiClient | None) -> PersonaResolver:
+def build_resolver(
+    settings: Settings, persona_api: PersonaApiClient | None, metrics: Metrics
+) -> PersonaResolver:
     return PersonaResolver(
         api=persona_api,
         cache=PersonaCache(
@@ -41,12 +48,14 @@ def build_resolver(settings: Settings, persona_api: PersonaApiClient | None) -> 
         files=PersonaFiles(settings.user_mapping_dir),
         default=load_default_persona(settings.default_persona_file),
         deadline_s=settings.persona_deadline_s,
+        metrics=metrics,
     )
 
 
 @asynccontextmanager
 async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     """The persona API client, resolver, LiveKit API client and call set-up; closed on exit."""
+    metrics = Metrics()
     persona_api = (
         PersonaApiClient(
             PersonaApiConfig(
@@ -59,7 +68,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
         if settings.persona_api_base
         else None
     )
-    resolver = build_resolver(settings, persona_api)
+    resolver = build_resolver(settings, persona_api, metrics)
     rooms = LiveKitRooms(
         settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
     )
@@ -74,14 +83,37 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             number_format=number_format(settings),
             default_caller=settings.default_caller,
             unmasked_logs=settings.logs.unmasked,
+            agent_join_timeout_s=settings.agent_join_timeout_s,
         ),
+        metrics,
     )
     setup = SetupGuard(call_setup.run, remember=settings.handled_events_size)
+    metrics.rooms_held.set_function(setup.rooms_held)
     try:
-        yield Clients(resolver, setup, rooms.server)
+        yield Clients(resolver, setup, rooms.server, call_setup, rooms, metrics)
     finally:
         await setup.drain(settings.persona_deadline_s + 3 * settings.livekit.api_timeout_s)
         await resolver.aclose()
         if persona_api is not None:
             await persona_api.close()
         await rooms.aclose()
+
+
+def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
+    """The reconciler for `clients`, or None when `RECONCILE_INTERVAL_S` is 0."""
+    if not settings.reconcile_interval_s:
+        return None
+    return Reconciler(
+        clients.rooms,
+        clients.call_setup,
+        clients.setup,
+        ReconcilePolicy(
+            interval_s=settings.reconcile_interval_s,
+            grace_s=settings.reconcile_grace_s,
+            agent_join_timeout_s=settings.agent_join_timeout_s,
+            agent_name=settings.agent_name,
+            api_timeout_s=settings.livekit.api_timeout_s,
+            unmasked_logs=settings.logs.unmasked,
+        ),
+        clients.metrics,
+    )

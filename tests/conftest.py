@@ -86,6 +86,8 @@ def make_settings(
             "USER_MAPPING_DIR": str(mapping),
             "PERSONA_DEADLINE_S": "2",
             "PERSONA_ATTEMPT_TIMEOUT_S": "0.5",
+            # The reconciler lists rooms at start-up: on only where a test asks for it.
+            "RECONCILE_INTERVAL_S": "0",
         }
         base.update(env)
         return load_settings(base)

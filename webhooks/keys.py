@@ -7,7 +7,12 @@ from livekit import api
 
 from config.settings import Settings
 from dispatcher.setup_guard import SetupGuard
+from telemetry.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 CALL_SETUP = web.AppKey("call_setup", SetupGuard)
 RECEIVER = web.AppKey("receiver", api.WebhookReceiver)
+METRICS = web.AppKey("metrics", Metrics)
+# What one request's answer was, for the webhooks counter (set by the handler or the middleware).
+EVENT_TYPE = web.RequestKey("event_type", str)
+ANSWER = web.RequestKey("answer", str)

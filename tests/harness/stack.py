@@ -22,7 +22,7 @@ from livekit import api, rtc
 from contract.metadata import PersonaMetadata, decode_persona_metadata
 from devstack.logs import read_json_lines
 from devstack.processes import ROOT, ManagedProcess, free_port
-from devstack.services import LiveKitServer, start_dispatcher, start_livekit_server
+from devstack.services import LiveKitServer, dispatcher_process, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.harness.fake_persona_api import start_fake_persona_api
 
@@ -89,6 +89,7 @@ class Stack:
     persona_api_url: str
     user_mapping: Path
     extra: list[ManagedProcess] = field(default_factory=list)
+    dispatcher_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def dispatcher_log(self) -> Path:
@@ -117,6 +118,13 @@ class Stack:
         """The dispatcher's JSON log events whose fields equal `match`."""
         return read_json_lines(self.dispatcher_log, **match)
 
+    def unhooked_dispatcher(self, log_path: Path, **env: str) -> ManagedProcess:
+        """One more dispatcher (not started) on a port livekit-server sends no webhook to:
+        whatever it sets up, its reconciler found."""
+        process = dispatcher_process(free_port(), {**self.dispatcher_env, **env}, log_path)
+        self.extra.append(process)
+        return process
+
     def stop(self) -> None:
         for p in [*self.extra, self.dispatcher, self.persona_api]:
             p.stop()
@@ -130,8 +138,13 @@ def start_stack(
     dispatcher_env: dict[str, str] | None = None,
     replicas: int = 1,
     redis_address: str | None = None,
+    *,
+    lose_webhooks: bool = False,
+    start_dispatchers: bool = True,
 ) -> Stack:
-    """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook."""
+    """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook;
+    with `lose_webhooks` livekit-server sends them to a port where nothing listens instead (the
+    recorder still gets them). Without `start_dispatchers` they are built but not started."""
     log_dir.mkdir(parents=True, exist_ok=True)
     mapping = work / "user-mapping"
     shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
@@ -140,8 +153,9 @@ def start_stack(
     recorder = WebhookRecorder()
     persona = start_fake_persona_api(persona_port, log_dir / "fake-persona-api.log")
     urls = [f"http://127.0.0.1:{p}" for p in ports]
+    hooked = [f"http://127.0.0.1:{free_port()}"] if lose_webhooks else urls
     livekit = start_livekit_server(
-        webhook_urls=(*(u + "/webhooks/livekit" for u in urls), recorder.url),
+        webhook_urls=(*(u + "/webhooks/livekit" for u in hooked), recorder.url),
         redis_address=redis_address,
         log_path=log_dir / "livekit-server.log",
     )
@@ -154,15 +168,21 @@ def start_stack(
         "PERSONA_DEADLINE_S": "3",
         "PERSONA_ATTEMPT_TIMEOUT_S": "2",
         "PERSONA_CACHE_TTL_S": "0.5",
+        # The tests' rooms get no agent unless a test starts a worker: the reconciler leaves
+        # their dispatches alone unless a test asks for a shorter wait.
+        "AGENT_JOIN_TIMEOUT_S": "60",
         "LOG_LEVEL": "info",
         **(dispatcher_env or {}),
     }
     dispatchers = [
-        start_dispatcher(
+        dispatcher_process(
             port, env, log_dir / ("dispatcher.log" if i == 0 else f"dispatcher-{i}.log")
         )
         for i, port in enumerate(ports)
     ]
+    if start_dispatchers:
+        for d in dispatchers:
+            d.start()
     return Stack(
         livekit,
         dispatchers[0],
@@ -172,6 +192,7 @@ def start_stack(
         f"http://127.0.0.1:{persona_port}",
         mapping,
         extra=dispatchers[1:],
+        dispatcher_env=env,
     )
 
 

@@ -242,7 +242,10 @@ async def test_a_call_whose_webhook_was_lost_is_answered_by_its_persona(
 ) -> None:
     """The dispatcher is down while a real call rings in, so livekit-server's webhook for it is
     lost. A dispatcher then starts on an address no webhook reaches: only its reconciler can find
-    the call. The caller is answered by the agent speaking 9000000002's persona."""
+    the call. The caller is answered by the agent speaking 9000000002's persona.
+
+    (LiveKit would redeliver to the same address for about 15 s; a dispatcher on an address
+    no webhook reaches is a lost webhook for certain, without waiting that out.)"""
     stack, sip, worker = chain
     stack.persona_control()
     caller = "9000000002"
@@ -267,17 +270,13 @@ async def test_a_call_whose_webhook_was_lost_is_answered_by_its_persona(
         ]
         assert repair["cause"] == "lost_webhook"
         applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == join.room]
-        assert [(e["status"], e["persona_id"]) for e in applied] == [("loaded", "prs_9000000002")]
-        welcome = parse_persona_payload(
-            orjson.loads((FIXTURES / f"num_{caller}.json").read_bytes())
-        ).welcome
-        assert welcome is not None
+        # tests/fixtures/personas/num_9000000002.json: its active campaign's agent is Meera.
+        assert [(e["status"], e["persona_id"]) for e in applied] == [("loaded", "prs_festive")]
+        welcome = "Hello! Meera here from Xeny Bank with a festive offer for you."
         assert " ".join(tts_lines(worker, join.room))[: len(welcome)] == welcome
-        assert records(stack.dispatcher_log, "call.caller_detected") == [
-            e
-            for e in records(stack.dispatcher_log, "call.caller_detected")
-            if e["room"] != join.room
-        ]
+        # The stopped dispatcher, the one livekit-server sends webhooks to, never saw this call.
+        seen = [e["room"] for e in records(stack.dispatcher_log, "call.caller_detected")]
+        assert join.room not in seen
     finally:
         await lk.aclose()
         replacement.stop()

@@ -34,6 +34,7 @@ from dispatcher.caller import NumberFormat
 from dispatcher.livekit_api import LiveKitRooms
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
+from dispatcher.persona_store import LocalPersonaStore
 from dispatcher.reconciler import PassReport, ReconcilePolicy, Reconciler
 from dispatcher.setup_guard import SetupGuard
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -110,7 +111,7 @@ def reconciler(server: LiveKitServer, rooms: LiveKitRooms) -> Reconciler:
     )
     resolver = PersonaResolver(
         None,
-        PersonaCache(300, 30, 10_000),
+        LocalPersonaStore(PersonaCache(300, 30, 10_000)),
         PersonaFiles(Path(tempfile.mkdtemp())),
         Persona(instructions="default"),
         3.0,

@@ -135,6 +135,13 @@ class Settings:
     persona_cache_ttl_s: float = setting("PERSONA_CACHE_TTL_S", 300.0, seconds)
     persona_negative_ttl_s: float = setting("PERSONA_NEGATIVE_TTL_S", 30.0, seconds)
     persona_cache_size: int = setting("PERSONA_CACHE_SIZE", 10_000, integer(minimum=1))
+    # A Redis shared by every replica: persona cache, single flight, the reconciler's lease.
+    # None: this process's own cache, and every replica reconciles.
+    persona_cache_url: str | None = setting(
+        "PERSONA_CACHE_URL", None, url("redis", "rediss", "unix")
+    )
+    # Each command to that Redis; past it (or on an error) this process's cache serves.
+    persona_cache_timeout_s: float = setting("PERSONA_CACHE_TIMEOUT_S", 0.2, seconds)
     default_caller: str | None = setting("DEFAULT_CALLER", None, _phone_number)
     country_code: str = setting("COUNTRY_CODE", "91", _country_code)
     national_number_length: int = setting("NATIONAL_NUMBER_LENGTH", 10, integer(minimum=6))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,12 @@ from dispatcher.persona_api import (
     PersonaNotFound,
     PersonaUpstreamError,
 )
-from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_payload import (
     PersonaNotInPayload,
     PersonaPayloadError,
     parse_persona_payload,
 )
+from dispatcher.persona_store import PersonaStore
 from telemetry.logs import get_logger
 from telemetry.metrics import Metrics
 
@@ -100,14 +101,14 @@ class PersonaResolver:
     def __init__(
         self,
         api: PersonaApiClient | None,
-        cache: PersonaCache,
+        store: PersonaStore,
         files: PersonaFiles,
         default: Persona,
         deadline_s: float,
         metrics: Metrics,
     ) -> None:
         self._api = api
-        self._cache = cache
+        self._store = store
         self._files = files
         self._default = default
         self._deadline = deadline_s
@@ -139,7 +140,7 @@ class PersonaResolver:
         try:
             async with asyncio.timeout(self._deadline):
                 for d in numbers:
-                    entry = self._cache.fresh(d.number)
+                    entry = await self._store.fresh(d.number)
                     if entry is not None:
                         log.info(
                             "persona.cache_hit", lookup=d.lookup, found=entry.persona is not None
@@ -167,7 +168,7 @@ class PersonaResolver:
 
         if reason in ("timeout", "upstream_error"):
             for d in numbers:
-                stale = self._cache.stale(d.number)
+                stale = await self._store.stale(d.number)
                 if stale is not None:
                     return self._fallback(done(stale, "stale", "cache", d, reason))
         for d in numbers:
@@ -186,7 +187,11 @@ class PersonaResolver:
     def _shared_fetch(self, number: str) -> asyncio.Task[Persona]:
         task = self._inflight.get(number)
         if task is None:
-            task = asyncio.create_task(self._fetch(number), name=f"persona-fetch-{number[-4:]}")
+            # One request per number in this process, and through the store across replicas.
+            fetch = functools.partial(self._fetch, number)
+            task = asyncio.create_task(
+                self._store.single_flight(number, fetch), name=f"persona-fetch-{number[-4:]}"
+            )
             self._inflight[number] = task
             task.add_done_callback(lambda t: self._forget(number, t))
         return task
@@ -223,16 +228,16 @@ class PersonaResolver:
         try:
             result = await self._api.fetch(number)
         except PersonaNotFound:
-            self._cache.put_missing(number)
+            await self._store.put_missing(number)
             raise
         try:
             persona = parse_persona_payload(result.payload)
         except PersonaNotInPayload:
-            self._cache.put_missing(number)
+            await self._store.put_missing(number)
             raise PersonaNotFound(number) from None
         except PersonaPayloadError as e:
             raise PersonaUpstreamError(f"persona payload is invalid: {e}") from None
-        self._cache.put(number, persona)
+        await self._store.put(number, persona)
         log.info(
             "persona.fetched",
             duration_ms=round(result.duration_ms, 1),

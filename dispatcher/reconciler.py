@@ -35,6 +35,7 @@ from livekit import api
 from contract.metadata import METADATA_KEY, ContractError, decode_persona_metadata
 from dispatcher.call_setup import CallJoin, CallSetup, dispatch_state
 from dispatcher.caller import call_id_of, party_of
+from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound, LiveKitRooms, livekit_call
 from dispatcher.setup_guard import SetupGuard
 from telemetry.logs import get_logger, mask_number
@@ -90,7 +91,9 @@ class Reconciler:
         policy: ReconcilePolicy,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        lease: RedisLease | None = None,
     ) -> None:
+        self._lease = lease
         self._rooms = rooms
         self._setup = setup
         self._guard = guard
@@ -101,14 +104,20 @@ class Reconciler:
         self._reported: set[str] = set()  # dispatch ids already logged as agent_missing
 
     async def run(self) -> None:
-        """A pass now, then one every interval, until cancelled; a failed pass is logged."""
-        while True:
-            try:
-                await self.reconcile()
-            except LiveKitError as e:
-                self._metrics.reconcile_ticks.labels("failed").inc()
-                log.warning("reconcile.failed", error=str(e), step=e.step)
-            await asyncio.sleep(self._policy.interval_s)
+        """A pass now, then one every interval, until cancelled; a failed pass is logged. With
+        a lease (several replicas on one Redis), only its holder passes over the rooms."""
+        try:
+            while True:
+                if self._lease is None or await self._lease.held():
+                    try:
+                        await self.reconcile()
+                    except LiveKitError as e:
+                        self._metrics.reconcile_ticks.labels("failed").inc()
+                        log.warning("reconcile.failed", error=str(e), step=e.step)
+                await asyncio.sleep(self._policy.interval_s)
+        finally:
+            if self._lease is not None:
+                await asyncio.shield(self._lease.release())
 
     async def reconcile(self) -> PassReport:
         """One pass over every room; raises `LiveKitError` when the rooms cannot be listed."""

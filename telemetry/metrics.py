@@ -20,7 +20,9 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared_redis: bool = False) -> None:
+        """`shared_redis`: the replicas share a Redis (persona cache, reconciler lease), and its
+        gauges exist; without it they are absent rather than a misleading 0."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.webhooks = Counter(
@@ -117,6 +119,29 @@ class Metrics:
             f"{PREFIX}_rooms_held",
             "Rooms this process keeps set-up state for (until the call ends).",
             registry=r,
+        )
+
+        self._shared(shared_redis)
+
+    def _shared(self, shared_redis: bool) -> None:
+        r = self.registry
+        self.persona_cache_shared_up = Gauge(
+            f"{PREFIX}_persona_cache_shared_up",
+            "1 while the shared persona cache (Redis, PERSONA_CACHE_URL) answers; 0 during an "
+            "outage, when this process's own cache serves. Absent without a shared cache.",
+            registry=r if shared_redis else None,
+        )
+        self.persona_cache_shared_errors = Counter(
+            f"{PREFIX}_persona_cache_shared_errors_total",
+            "Commands to the shared persona cache that failed or timed out, by command.",
+            ["command"],
+            registry=r if shared_redis else None,
+        )
+        self.reconcile_leader = Gauge(
+            f"{PREFIX}_reconcile_leader",
+            "1 while this replica holds the reconciler's lease (it alone passes over the rooms), "
+            "0 while another does. Absent without a shared Redis (every replica reconciles).",
+            registry=r if shared_redis else None,
         )
 
     def render(self) -> bytes:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from livekit import api, rtc
 
@@ -97,19 +97,10 @@ class Stack:
 
     def persona_control(self, **settings: Any) -> dict[str, Any]:
         """Tell the fake persona API how to behave (delay_s, fail_status, garbage, reset...)."""
-        req = urllib.request.Request(
-            self.persona_api_url + "/_control",
-            data=json.dumps({"reset": True, **settings}).encode(),
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            value: dict[str, Any] = json.loads(resp.read())
-            return value
+        return persona_control(self.persona_api_url, **settings)
 
     def persona_stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.persona_api_url + "/_control", timeout=5) as resp:
-            value: dict[str, Any] = json.loads(resp.read())
-            return value
+        return persona_stats(self.persona_api_url)
 
     def api(self) -> api.LiveKitAPI:
         return api.LiveKitAPI(self.livekit.http_url, DEV_API_KEY, DEV_API_SECRET)
@@ -218,28 +209,59 @@ def participant_token(
     )
 
 
-async def join_sip(stack: Stack, room: str, number: str, *, dialed: str = "+15550100") -> rtc.Room:
-    """A SIP-kind participant as livekit-sip creates it for an inbound call from `number`."""
+def persona_control(base_url: str, **settings: Any) -> dict[str, Any]:
+    """Tell the fake persona API at `base_url` how to behave (delay_s, fail_status, extra...);
+    it is reset first."""
+    req = urllib.request.Request(
+        base_url + "/_control",
+        data=json.dumps({"reset": True, **settings}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        value: dict[str, Any] = json.loads(resp.read())
+        return value
+
+
+def persona_stats(base_url: str) -> dict[str, Any]:
+    """What the fake persona API at `base_url` was asked: requests, per number, last path."""
+    with urllib.request.urlopen(base_url + "/_control", timeout=5) as resp:
+        value: dict[str, Any] = json.loads(resp.read())
+        return value
+
+
+class OnLiveKit(Protocol):
+    """A stack with a livekit-server to join (the integration stack, the two-node cluster)."""
+
+    @property
+    def livekit(self) -> LiveKitServer: ...
+
+
+async def join_sip(
+    stack: OnLiveKit, room: str, number: str, *, dialed: str = "+15550100", via: str | None = None
+) -> rtc.Room:
+    """A SIP-kind participant as livekit-sip creates it for an inbound call from `number`
+    (through the livekit-server at the websocket URL `via`, by default the stack's)."""
     attrs = {
         "sip.phoneNumber": number,
         "sip.trunkPhoneNumber": dialed,
         "sip.callID": f"SCL_{uuid.uuid4().hex[:12]}",
         "sip.callStatus": "ringing",
     }
-    return await join(stack, room, f"sip_{number}", kind="sip", attributes=attrs)
+    return await join(stack, room, f"sip_{number}", kind="sip", attributes=attrs, via=via)
 
 
 async def join(
-    stack: Stack,
+    stack: OnLiveKit,
     room: str,
     identity: str,
     *,
     kind: str = "standard",
     attributes: dict[str, str] | None = None,
+    via: str | None = None,
 ) -> rtc.Room:
     r = rtc.Room()
     token = participant_token(room, identity, kind=kind, attributes=attributes)
-    await r.connect(stack.livekit.ws_url, token)
+    await r.connect(via or stack.livekit.ws_url, token)
     return r
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 
@@ -10,9 +11,9 @@ from livekit import api
 
 from config.settings import Settings
 from dispatcher.livekit_api import check_access
-from dispatcher.service import open_clients
+from dispatcher.service import build_reconciler, open_clients
 from webhooks import handlers
-from webhooks.keys import CALL_SETUP, READINESS, RECEIVER, SETTINGS
+from webhooks.keys import CALL_SETUP, METRICS, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
 from webhooks.readiness import Readiness
 
@@ -21,15 +22,25 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_clients(settings) as clients:
         app[CALL_SETUP] = clients.setup
+        app[METRICS] = clients.metrics
         app[RECEIVER] = api.WebhookReceiver(
             api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)
         )
-        app[READINESS] = Readiness(
+        readiness = app[READINESS] = Readiness(
             functools.partial(check_access, clients.livekit, settings.livekit.api_timeout_s)
         )
+        reconciler = build_reconciler(settings, clients)
+        task = asyncio.create_task(reconciler.run(), name="reconciler") if reconciler else None
+        if task is not None:
+            # A replica shutting down takes on no more repairs, and gives up the reconciler's
+            # lease to the others; repairs it started are set-ups in flight, which finish.
+            readiness.when_draining(task.cancel)
         yield
         # Already draining since on_shutdown; in case the app is cleaned up without it.
-        app[READINESS].start_draining()
+        readiness.start_draining()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     # Leaving open_clients waited for the set-ups in flight (SetupGuard.drain).
 
 
@@ -51,4 +62,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/webhooks/livekit", handlers.livekit_webhook)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
     return app

@@ -12,7 +12,7 @@ from livekit import api
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
 from telemetry.logs import get_logger
-from webhooks.keys import CALL_SETUP, READINESS, RECEIVER, SETTINGS
+from webhooks.keys import ANSWER, CALL_SETUP, EVENT_TYPE, METRICS, READINESS, RECEIVER, SETTINGS
 from webhooks.verify import verify_webhook
 
 log = get_logger(__name__)
@@ -33,6 +33,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.read()
     event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
+    request[EVENT_TYPE] = event.event
     has_participant = event.HasField("participant")
     participant = event.participant
     structlog.contextvars.bind_contextvars(
@@ -53,9 +54,10 @@ async def livekit_webhook(request: web.Request) -> web.Response:
 
     if event.event == "participant_joined" and is_sip:
         result = await guard.handle_join(CallJoin.of_webhook(event))
+        request[ANSWER] = "dispatched" if result.dispatched else result.reason
         return web.json_response(
             {
-                "status": "dispatched" if result.dispatched else result.reason,
+                "status": request[ANSWER],
                 "dispatch_id": result.dispatch_id,
                 "persona_status": result.status,
                 "persona_source": result.source,
@@ -66,10 +68,12 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
         released = guard.release(event.room.name)
         log.info("room.released", reason=event.event, held=released)
+        request[ANSWER] = "released"
         return web.json_response({"status": "released", "held": released})
 
     reason = "not a SIP participant" if event.event.startswith("participant") else "event type"
     log.info("webhook.ignored", event_type=event.event, reason=reason)
+    request[ANSWER] = "ignored"
     return web.json_response({"status": "ignored"})
 
 
@@ -85,3 +89,9 @@ async def readyz(request: web.Request) -> web.Response:
     if reason is not None:
         return web.json_response({"ready": False, "reason": reason}, status=503)
     return web.json_response({"ready": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """`GET /metrics`: Prometheus' text format."""
+    m = request.app[METRICS]
+    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})

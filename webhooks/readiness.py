@@ -43,11 +43,18 @@ class Readiness:
         self._last: tuple[float, str | None] | None = None  # (when, why not ready)
         self._checking: asyncio.Task[str | None] | None = None
         self._reported: str | None = ""  # the last state logged ("" = none yet)
+        self._on_drain: list[Callable[[], object]] = []
+
+    def when_draining(self, stop: Callable[[], object]) -> None:
+        """Call `stop` when draining starts: work this process would start on its own."""
+        self._on_drain.append(stop)
 
     def start_draining(self) -> None:
         if not self.draining:
             self.draining = True
             log.info("service.draining")
+            for stop in self._on_drain:
+                stop()
 
     def refuse_if_draining(self) -> None:
         if self.draining:

@@ -19,6 +19,7 @@ from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
 from tests.e2e.service_logs import records, spoken
 from tests.harness.fixture_personas import PRIYA
+from tests.harness.room_peer import wait_sip_participant
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.harness.stack import Stack, eventually, start_stack
@@ -231,3 +232,50 @@ async def test_unknown_number_is_answered_with_the_default_persona(
         e for e in records(worker.log_path, "persona.applied") if e["room"] == resolved[0]["room"]
     ]
     assert [e["status"] for e in applied] == ["default"]
+
+
+async def test_a_call_whose_webhook_was_lost_is_answered_by_its_persona(
+    chain: tuple[Stack, SipStack, AgentWorker],
+) -> None:
+    """The dispatcher is down while a real call rings in, so livekit-server's webhook for it is
+    lost. A dispatcher then starts on an address no webhook reaches: only its reconciler can find
+    the call. The caller is answered by the agent speaking 9000000002's persona.
+
+    (LiveKit would redeliver to the same address for about 15 s; a dispatcher on an address
+    no webhook reaches is a lost webhook for certain, without waiting that out.)"""
+    stack, sip, worker = chain
+    stack.persona_control()
+    caller = "9000000002"
+    stack.dispatcher.stop()
+    replacement = stack.unhooked_dispatcher(LOG_DIR / "dispatcher-unhooked.log")
+    lk = sip.api()
+    try:
+        run = sip.sipp([Call(caller, sip.trunk_number)], rtp_seconds=1.0, timeout=120)
+        invited = time.monotonic()
+        run.start()
+        try:
+            join = await wait_sip_participant(
+                lk, caller, since=invited, sip_call_id=run.call_id(1), within_s=60
+            )
+            replacement.start()
+            result = await asyncio.to_thread(run.wait)
+        finally:
+            run.stop()
+        assert result.successful == 1, result.summary()
+        [repair] = [
+            e for e in records(replacement.log_path, "call.repaired") if e["room"] == join.room
+        ]
+        assert repair["cause"] == "lost_webhook"
+        applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == join.room]
+        # tests/fixtures/personas/num_9000000002.json: its active campaign's agent is Meera.
+        assert [(e["status"], e["persona_id"]) for e in applied] == [("loaded", "prs_festive")]
+        welcome = "Hello! Meera here from Xeny Bank with a festive offer for you."
+        assert " ".join(tts_lines(worker, join.room))[: len(welcome)] == welcome
+        # The stopped dispatcher, the one livekit-server sends webhooks to, never saw this call.
+        seen = [e["room"] for e in records(stack.dispatcher_log, "call.caller_detected")]
+        assert join.room not in seen
+    finally:
+        await lk.aclose()
+        replacement.stop()
+        stack.extra.remove(replacement)
+        stack.dispatcher.start()

@@ -14,15 +14,6 @@ import structlog
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-def mask_number(number: str | None, *, unmasked: bool = False) -> str | None:
-    """`8655701159` -> `******1159`: logs keep the last four digits only."""
-    if number is None or unmasked:
-        return number
-    if len(number) <= 4:
-        return "*" * len(number)
-    return "*" * (len(number) - 4) + number[-4:]
-
-
 # A phone number inside any text: 6-15 digits, `+` allowed in front, that no letter, digit or
 # decimal point touches. So `call_8655701159_ab12` (the rooms LiveKit's individual dispatch rule
 # names), `sip_+918655701159`, `user-mapping/num_8655701159.json` and `tel:8655701159` are

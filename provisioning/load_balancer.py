@@ -33,7 +33,8 @@ defaults
     timeout client 30s
     # A set-up waits at most for the persona deadline and a few LiveKit calls.
     timeout server 30s
-    timeout check 1s
+    # Above the dispatcher's own bound on its readiness check (2 s).
+    timeout check 3s
     # Retry a webhook elsewhere when a replica could not answer it (it is idempotent).
     retries 3
     option redispatch 1

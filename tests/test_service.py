@@ -221,7 +221,9 @@ async def test_health_and_readiness(client: Client, fake_lk: FakeLiveKit) -> Non
     assert (await client.get("/healthz")).status == 200
     resp = await client.get("/readyz")
     assert resp.status == 200
-    assert (await resp.json())["ready"] is True
+    answer = await resp.json()
+    assert answer["ready"] is True
+    assert answer["persona_cache"] == "local"  # no PERSONA_CACHE_URL: this process's own
     assert fake_lk.calls == ["ListRooms"]  # LiveKit was asked, with our keys
 
 
@@ -251,7 +253,10 @@ async def test_draining_refuses_new_webhooks_while_a_running_set_up_finishes(
     status, answer = await post(client, participant_joined("call_2"))
     assert (status, answer) == (503, {"error": "draining"})
     ready = await client.get("/readyz")
-    assert (ready.status, await ready.json()) == (503, {"ready": False, "reason": "draining"})
+    assert (ready.status, await ready.json()) == (
+        503,
+        {"ready": False, "reason": "draining", "persona_cache": "local"},
+    )
     status, answer = await running
     assert (status, answer["status"]) == (200, "dispatched")
     assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis import asyncio as aioredis
 
+from config.settings import Settings
 from contract.metadata import DEFAULT_PERSONA
 from devstack.processes import ROOT, free_port
 from devstack.services import RedisServer, start_redis
@@ -27,7 +28,10 @@ from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
 from dispatcher.shared_persona_store import SharedPersonaStore
 from telemetry.metrics import Metrics
 from tests.conftest import LogCapture
+from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
+from tests.harness.signing import participant_joined, sign
+from webhooks.app import create_app
 
 pytestmark = pytest.mark.service
 LOG_DIR = ROOT / "var" / "log" / "service"
@@ -228,3 +232,29 @@ async def test_without_redis_every_lease_is_held(logs: LogCapture) -> None:
         assert len(logs.named("lease.unreachable")) == 1
     finally:
         await client.aclose()
+
+
+async def test_readiness_and_metrics_show_which_cache_serves(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    redis_url: str,
+    logs: LogCapture,
+) -> None:
+    """With PERSONA_CACHE_URL the service is ready on the shared cache; when Redis stops
+    answering it stays ready (calls still work), says `shared_unavailable`, and the gauge is 0."""
+    up = await aiohttp_client(create_app(make_settings(PERSONA_CACHE_URL=redis_url)))
+    assert (await (await up.get("/readyz")).json())["persona_cache"] == "shared"
+
+    down = await aiohttp_client(
+        create_app(make_settings(PERSONA_CACHE_URL=f"redis://127.0.0.1:{free_port()}/0"))
+    )
+    fake_lk.add_room("call_1")
+    body = participant_joined("call_1", number=NUMBER)
+    answer = await down.post("/webhooks/livekit", data=body, headers={"Authorization": sign(body)})
+    assert (await answer.json())["status"] == "dispatched"
+    ready = await down.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json())["persona_cache"] == "shared_unavailable"
+    text = await (await down.get("/metrics")).text()
+    assert "persona_dispatcher_persona_cache_shared_up 0.0" in text

@@ -13,9 +13,9 @@ from config.settings import Settings
 from dispatcher.livekit_api import check_access
 from dispatcher.service import build_reconciler, open_clients
 from webhooks import handlers
-from webhooks.keys import CALL_SETUP, METRICS, READINESS, RECEIVER, SETTINGS
+from webhooks.keys import CALL_SETUP, METRICS, PERSONA_STORE, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
-from webhooks.readiness import Readiness
+from webhooks.readiness import READY_CHECK_S, Readiness
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
@@ -23,11 +23,15 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
     async with open_clients(settings) as clients:
         app[CALL_SETUP] = clients.setup
         app[METRICS] = clients.metrics
+        app[PERSONA_STORE] = clients.store
         app[RECEIVER] = api.WebhookReceiver(
             api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)
         )
         readiness = app[READINESS] = Readiness(
-            functools.partial(check_access, clients.livekit, settings.livekit.api_timeout_s)
+            # Bounded below a balancer's health-check timeout (config/haproxy.cfg: 3 s).
+            functools.partial(
+                check_access, clients.livekit, min(settings.livekit.api_timeout_s, READY_CHECK_S)
+            )
         )
         reconciler = build_reconciler(settings, clients)
         task = asyncio.create_task(reconciler.run(), name="reconciler") if reconciler else None

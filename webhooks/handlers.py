@@ -12,7 +12,16 @@ from livekit import api
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
 from telemetry.logs import get_logger
-from webhooks.keys import ANSWER, CALL_SETUP, EVENT_TYPE, METRICS, READINESS, RECEIVER, SETTINGS
+from webhooks.keys import (
+    ANSWER,
+    CALL_SETUP,
+    EVENT_TYPE,
+    METRICS,
+    PERSONA_STORE,
+    READINESS,
+    RECEIVER,
+    SETTINGS,
+)
 from webhooks.verify import verify_webhook
 
 log = get_logger(__name__)
@@ -83,12 +92,18 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: a call can be set up now (LiveKit answers with our keys, not draining)."""
+    """Readiness: a call can be set up now (LiveKit answers with our keys, not draining). Also
+    says which persona cache serves: `local`, `shared`, or `shared_unavailable` (Redis down:
+    calls still work, each replica asking the CRM on its own)."""
     readiness = request.app.get(READINESS)
     reason = "starting" if readiness is None else await readiness.not_ready_because()
+    store = request.app.get(PERSONA_STORE)
+    cache = store.state() if store is not None else None
     if reason is not None:
-        return web.json_response({"ready": False, "reason": reason}, status=503)
-    return web.json_response({"ready": True})
+        return web.json_response(
+            {"ready": False, "reason": reason, "persona_cache": cache}, status=503
+        )
+    return web.json_response({"ready": True, "persona_cache": cache})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -25,6 +25,8 @@ log = get_logger(__name__)
 # Long enough that frequent probes cost one LiveKit call per few seconds, short enough that a
 # server gone away (or keys rotated) shows within one probe period or two.
 CHECK_TTL_S = 5.0
+# One check's own deadline: a balancer's health check must not time out first.
+READY_CHECK_S = 2.0
 
 
 class ServiceDraining(PersonaDispatcherError):

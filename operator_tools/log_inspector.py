@@ -129,7 +129,8 @@ def caller_matches(caller: str | None, suffix: str) -> bool:
     visible = caller.lstrip("*")
     if len(suffix) <= len(visible):
         return visible.endswith(suffix)
-    return suffix.endswith(visible) and len(suffix) <= len(caller)
+    # A typed number may carry a country code (1-3 digits) that the logged one does not.
+    return suffix.endswith(visible) and len(suffix) <= len(caller) + 3
 
 
 def number_in_room(room: str | None) -> str | None:

@@ -17,6 +17,7 @@ from devstack.processes import ROOT
 from devstack.services import RedisServer
 from telemetry.logs import redact_text
 from tests.harness.cluster import Cluster, start_cluster
+from tests.harness.fixture_personas import one_number_persona
 from tests.harness.room_peer import wait_sip_participant
 from tests.harness.sip_stack import start_sip_stack
 from tests.harness.sipp import Call
@@ -37,27 +38,6 @@ PERSONAS: dict[str, str | None] = {
     "9000000002": "prs_festive",
     "9000000003": None,
 }
-
-
-def persona_payload(number: str) -> dict[str, object]:
-    return {
-        "mobileNo": number,
-        "campaigns": [
-            {
-                "status": "active",
-                "voiceAgents": [
-                    {
-                        "persona": {
-                            "_id": f"prs_{number}",
-                            "name": f"Agent {number[-4:]}",
-                            "personality": f"You only serve the caller {number}.",
-                            "messages": {"welcome": f"Hello caller {number[-4:]}."},
-                        }
-                    }
-                ],
-            }
-        ],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +95,7 @@ async def test_calls_on_both_nodes_get_one_dispatch_and_their_persona_once_per_n
     Each call: one dispatch, its caller's persona, its agent; the CRM is asked once per number
     although the webhooks are spread over two replicas."""
     numbers = [*PERSONAS, "9000000011", "9000000012", "9000000013", "9000000014", "9000000015"]
-    extra = {n: persona_payload(n) for n in numbers if n not in PERSONAS}
+    extra = {n: one_number_persona(n) for n in numbers if n not in PERSONAS}
     cluster.persona_control(extra=extra)
     expected: dict[str, str | None] = {**PERSONAS, **{n: f"prs_{n}" for n in extra}}
     calls = [(unique_room(n), n) for n in numbers[:8] for _ in range(2)]

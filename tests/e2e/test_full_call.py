@@ -18,7 +18,7 @@ from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
 from tests.e2e.service_logs import records, spoken
-from tests.harness.fixture_personas import PRIYA
+from tests.harness.fixture_personas import PRIYA, one_number_persona
 from tests.harness.room_peer import wait_sip_participant
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
@@ -48,28 +48,6 @@ def chain(
     sip.stop()
     stack.stop()
     redis.stop()
-
-
-def persona_for(number: str) -> dict[str, Any]:
-    """A distinct persona per caller for the fake CRM API (the twenty-caller test)."""
-    return {
-        "mobileNo": number,
-        "campaigns": [
-            {
-                "status": "active",
-                "voiceAgents": [
-                    {
-                        "persona": {
-                            "_id": f"prs_{number}",
-                            "name": f"Agent {number[-4:]}",
-                            "personality": f"You only serve the caller {number}.",
-                            "messages": {"welcome": f"Hello caller {number[-4:]}."},
-                        }
-                    }
-                ],
-            }
-        ],
-    }
 
 
 def tts_lines(worker: AgentWorker, room: str) -> list[str]:
@@ -196,7 +174,7 @@ async def test_twenty_calls_each_get_their_own_persona(
     calls = [Call(c.caller, sip.trunk_number) for c in read_injection()]
     numbers = [c.caller for c in calls]
     assert len(set(numbers)) == 20
-    stack.persona_control(extra={n: persona_for(n) for n in numbers})
+    stack.persona_control(extra={n: one_number_persona(n) for n in numbers})
     result, started = await run_calls(sip, calls, concurrent, 2.0 if concurrent > 1 else 0.5)
     assert result.successful == 20, result.summary()
 

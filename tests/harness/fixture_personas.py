@@ -67,3 +67,26 @@ ASHA = FixturePersona(
 )
 
 BY_NUMBER = {"8655701159": PRIYA, "9000000002": MEERA, "9000000003": ASHA}
+
+
+def one_number_persona(number: str) -> dict[str, object]:
+    """A CRM payload (the API's JSON shape) whose persona belongs to `number` alone: id
+    `prs_<number>`, welcome `Hello caller <last four>.`; for tests with many distinct callers."""
+    return {
+        "mobileNo": number,
+        "campaigns": [
+            {
+                "status": "active",
+                "voiceAgents": [
+                    {
+                        "persona": {
+                            "_id": f"prs_{number}",
+                            "name": f"Agent {number[-4:]}",
+                            "personality": f"You only serve the caller {number}.",
+                            "messages": {"welcome": f"Hello caller {number[-4:]}."},
+                        }
+                    }
+                ],
+            }
+        ],
+    }

@@ -33,7 +33,7 @@ async def readyz(aiohttp_client: Any, url: str, secret: str) -> tuple[int, dict[
 async def test_ready_with_our_keys(stack: Stack, aiohttp_client: Any) -> None:
     assert await readyz(aiohttp_client, stack.livekit.ws_url, DEV_API_SECRET) == (
         200,
-        {"ready": True},
+        {"ready": True, "persona_cache": "local"},
     )
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from livekit.agents import AgentServer
 
@@ -65,7 +66,9 @@ async def serve(server: AgentServer, settings: AgentSettings) -> int:
     return 0
 
 
-def main() -> int:
+def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
+    """Read the settings, configure logging and serve the worker `build` makes (ours by default;
+    the ring-time benchmark's bare agent passes its own)."""
     try:
         settings = load_agent_settings()
         validate_stack(settings)
@@ -84,7 +87,7 @@ def main() -> int:
         stack=settings.stack,
         livekit_url=settings.livekit.url,
     )
-    return asyncio.run(serve(create_server(settings), settings))
+    return asyncio.run(serve(build(settings), settings))
 
 
 if __name__ == "__main__":

@@ -119,12 +119,11 @@ class JobCountLoad:
         return min(len(server.active_jobs) / self.max_jobs, 1.0)
 
 
-def create_server(
-    settings: AgentSettings, make_factory: FactoryMaker = stack_factory
-) -> AgentServer:
-    """The worker for `settings`: explicit dispatch only, under `settings.agent_name`."""
+def new_agent_server(settings: AgentSettings) -> AgentServer:
+    """A worker with `settings`' capacity, executor and process set-up, and no entrypoint yet:
+    the one place the worker's options are decided (the benchmark's bare agent uses it too)."""
     lk = settings.livekit
-    server = AgentServer(
+    return AgentServer(
         ws_url=lk.url,
         api_key=lk.api_key,
         api_secret=lk.api_secret,
@@ -137,5 +136,12 @@ def create_server(
         setup_fnc=JobProcessSetup(settings),
         log_level=settings.logs.level.upper(),
     )
+
+
+def create_server(
+    settings: AgentSettings, make_factory: FactoryMaker = stack_factory
+) -> AgentServer:
+    """The worker for `settings`: explicit dispatch only, under `settings.agent_name`."""
+    server = new_agent_server(settings)
     server.rtc_session(JobEntrypoint(settings, make_factory), agent_name=settings.agent_name)
     return server

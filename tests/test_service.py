@@ -147,6 +147,18 @@ async def test_non_sip_participants_are_ignored(
     assert persona_state.requests == 0
 
 
+async def test_sip_join_in_a_room_whose_rule_turned_set_up_off_is_left_alone(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    """Another route's call (its dispatch rule sends its own agent): no persona, no dispatch."""
+    fake_lk.add_room("floor_1")
+    body = participant_joined("floor_1", room_metadata='{"call_setup": "off"}')
+    status, answer = await post(client, body)
+    assert (status, answer["status"]) == (200, "ignored")
+    assert fake_lk.calls == []
+    assert persona_state.requests == 0
+
+
 async def test_other_events_are_ignored(client: Client, fake_lk: FakeLiveKit) -> None:
     status, answer = await post(client, room_event("call_1", "room_started"))
     assert (status, answer["status"]) == (200, "ignored")

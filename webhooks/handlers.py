@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 from livekit import api
 
+from dispatcher.call_rooms import call_setup_mode
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
 from telemetry.logs import get_logger
@@ -51,6 +52,10 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     guard = request.app[CALL_SETUP]
 
     if event.event == "participant_joined" and is_sip:
+        if call_setup_mode(event.room.metadata) == "off":
+            # Another route's call (its dispatch rule sends its own agent).
+            log.info("webhook.ignored", event_type=event.event, reason="call set-up off")
+            return web.json_response({"status": "ignored"})
         result = await guard.handle_join(CallJoin.of_webhook(event))
         return web.json_response(
             {

@@ -46,7 +46,7 @@ class SipStack:
     def sipp(self, calls: Sequence[Call] | None = None, **options: object) -> SippRun:
         """A sipp run (not started) against this livekit-sip; one call from 8655701159 by default.
 
-        `options` are `SippRun`'s (concurrent, rate, rtp_seconds, timeout, workdir).
+        `options` are `SippRun`'s (concurrent, rate, rtp_seconds, timeout, workdir, nice).
         """
         calls = calls or [Call(TEST_CALLER, self.trunk_number)]
         return SippRun(self.sip.sip_host, self.sip.sip_port, calls, **options)  # type: ignore[arg-type]

@@ -130,8 +130,11 @@ def start_stack(
     dispatcher_env: dict[str, str] | None = None,
     replicas: int = 1,
     redis_address: str | None = None,
+    record_webhooks: bool = True,
 ) -> Stack:
-    """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook."""
+    """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook;
+    the recorder gets a copy of each unless `record_webhooks` is off (a benchmark's server
+    should send what a deployment's sends)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     mapping = work / "user-mapping"
     shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
@@ -141,7 +144,10 @@ def start_stack(
     persona = start_fake_persona_api(persona_port, log_dir / "fake-persona-api.log")
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     livekit = start_livekit_server(
-        webhook_urls=(*(u + "/webhooks/livekit" for u in urls), recorder.url),
+        webhook_urls=(
+            *(u + "/webhooks/livekit" for u in urls),
+            *((recorder.url,) if record_webhooks else ()),
+        ),
         redis_address=redis_address,
         log_path=log_dir / "livekit-server.log",
     )

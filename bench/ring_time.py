@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -149,15 +149,27 @@ def callers(round_: int, n: int) -> list[str]:
     return [f"9{round_ % 100:02d}{i:07d}" for i in range(n)]
 
 
-async def settle(chain: Chain, settle_s: float, within_s: float = 60.0) -> None:
-    """Wait for the last batch's rooms to close, then for the idle pool to refill."""
+async def settle(chain: Chain, settle_s: float, within_s: float = 20.0) -> None:
+    """Wait for the last batch's rooms to close (deleting those still open after `within_s`:
+    calls never answered ring for minutes), then for the idle pool to refill."""
     async with chain.stack.api() as lk:
 
-        async def no_rooms() -> bool:
-            return not (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
+        async def open_rooms() -> list[str]:
+            return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
 
-        await eventually(no_rooms, within_s, "the rooms to close", interval=0.25)
+        try:
+            await eventually(lambda: not_(open_rooms), within_s, "the rooms to close", 0.25)
+        except AssertionError:
+            left = await open_rooms()
+            print(f"deleting {len(left)} room(s) still open", flush=True)
+            for name in left:
+                await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+            await eventually(lambda: not_(open_rooms), within_s, "the rooms to close", 0.25)
     await asyncio.sleep(settle_s)
+
+
+async def not_(probe: Callable[[], Awaitable[list[str]]]) -> bool:
+    return not await probe()
 
 
 def run_batch(
@@ -178,7 +190,7 @@ def run_batch(
         concurrent=args.concurrency,
         rate=args.rate,
         rtp_seconds=args.rtp_seconds,
-        timeout=120,
+        timeout=args.timeout,
         workdir=args.log_dir / "sipp" / f"{route}-{round_}",
         nice=args.sipp_nice,
     )
@@ -299,6 +311,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rtp-seconds", type=float, default=2.0, help="call length after 200 OK")
     parser.add_argument("--settle-s", type=float, default=3.0, help="pause between batches")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="a batch's limit (unanswered calls count)"
+    )
     parser.add_argument(
         "--worker",
         action="append",

@@ -13,7 +13,7 @@ import structlog
 from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.models import StackFactory, new_session, preload_models, stack_factory
-from agent.persona import AppliedPersona, resolve_persona
+from agent.persona import AppliedPersona, resolve_persona, with_call_id
 from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
@@ -86,6 +86,7 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         wait_s=settings.persona_wait_s,
         dispatch=parse_dispatch_metadata(ctx.job.metadata),
     )
+    applied = with_call_id(applied, ctx.room.remote_participants.values())
     meta = applied.meta
     structlog.contextvars.bind_contextvars(call_id=meta.call_id)
     log_applied(applied, room=room, unmasked=settings.logs.unmasked)

@@ -41,7 +41,9 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class CallJoin:
-    """What a SIP participant's `participant_joined` says about the call (no protobuf)."""
+    """What a webhook says about the call (no protobuf): a SIP participant's
+    `participant_joined`, or the `room_started` of a room whose rule sets calls up as the room
+    starts (no participant yet: the room's name carries the caller)."""
 
     event_id: str
     room: str
@@ -56,6 +58,11 @@ class CallJoin:
     def of_webhook(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `participant_joined` event describes."""
         return cls(event.id, event.room.name, event.room.metadata, party_of(event.participant))
+
+    @classmethod
+    def of_room_started(cls, event: api.WebhookEvent) -> CallJoin:
+        """The call a verified `room_started` event announces, before its caller has joined."""
+        return cls(event.id, event.room.name, event.room.metadata, CallParty())
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.unit
         ("", "on_join"),
         ('{"crm": "x"}', "on_join"),
         ('{"call_setup": "off"}', "off"),
+        ('{"call_setup": "on_room_started"}', "on_room_started"),
         ('{"call_setup": "off", "persona": {"version": 1}}', "off"),
         ('{"call_setup": "sometimes"}', "on_join"),
         ('{"call_setup": "off"', "on_join"),

@@ -152,6 +152,10 @@ class CallSetup:
             with steps.timed("persona"):
                 resolution = await self.resolve_persona(numbers)
             with steps.timed("metadata"):
+                # Whether our agent is already dispatched is asked while the persona is written,
+                # so the dispatch follows the write at once (a dispatch another replica creates
+                # meanwhile is settled after ours, as one created just before our create is).
+                room.start_listing_dispatches()
                 meta, size = await room.write_persona(resolution.metadata(join.call_id))
             with steps.timed("dispatch"):
                 dispatch = await room.ensure_one_dispatch(meta)
@@ -219,13 +223,24 @@ class _Room:
         self._name = name
         self._policy = policy
         self._reading: asyncio.Task[str] | None = None
+        self._listing: asyncio.Task[list[api.AgentDispatch]] | None = None
 
     def start_reading(self) -> None:
         self._reading = asyncio.create_task(self._current_metadata())
 
+    def start_listing_dispatches(self) -> None:
+        self._listing = asyncio.create_task(self._our_dispatches())
+
     def stop_reading(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()  # only matters when an earlier step failed
+        """Cancel the reads still running (an earlier step failed); a read that failed too is
+        marked seen, as the step's own error is the one that counts."""
+        for task in (self._reading, self._listing):
+            if task is None:
+                continue
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()
 
     async def _current_metadata(self) -> str:
         listed = await livekit_call(
@@ -265,7 +280,7 @@ class _Room:
         race with another replica that created one at the same moment."""
         agent_name = self._policy.agent_name
         started = time.perf_counter()
-        ours = await self._our_dispatches()
+        ours = await (self._listing or self._our_dispatches())
         if ours:
             log.info(
                 "agent.dispatch_skipped",

@@ -117,6 +117,4 @@ class ToneEntrypoint:
 
 def floor_server(settings: AgentSettings) -> AgentServer:
     """The bare agent's worker: our worker's options, the tone entrypoint, `AGENT_NAME`."""
-    server = new_agent_server(settings)
-    server.rtc_session(ToneEntrypoint(), agent_name=settings.agent_name)
-    return server
+    return new_agent_server(settings, ToneEntrypoint())

@@ -149,9 +149,17 @@ def callers(round_: int, n: int) -> list[str]:
     return [f"9{round_ % 100:02d}{i:07d}" for i in range(n)]
 
 
-async def settle(chain: Chain, settle_s: float, within_s: float = 20.0) -> None:
+async def settle(
+    chain: Chain, settle_s: float, *, warm: bool = True, within_s: float = 20.0
+) -> None:
     """Wait for the last batch's rooms to close (deleting those still open after `within_s`:
-    calls never answered ring for minutes), then for the idle pool to refill."""
+    calls never answered ring for minutes), then for the idle pool to refill.
+
+    `warm`: livekit-server (v1.13.5) refreshes its list of agent names lazily, at the first job
+    launch a minute after the last refresh, and for the refresh's 5 s each launch holds one of
+    its 50 dispatch goroutines: a burst of more than about fifteen calls in that window waits up
+    to 5 s for its jobs. A throwaway room (whose automatic dispatch triggers the refresh) 6 s
+    before the batch measures the steady state; without it, a burst after a quiet minute."""
     async with chain.stack.api() as lk:
 
         async def open_rooms() -> list[str]:
@@ -165,6 +173,11 @@ async def settle(chain: Chain, settle_s: float, within_s: float = 20.0) -> None:
             for name in left:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=name))
             await eventually(lambda: not_(open_rooms), within_s, "the rooms to close", 0.25)
+        if warm:
+            name = f"bench_warm_{time.monotonic_ns()}"
+            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=1))
+            await asyncio.sleep(6)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=name))
     await asyncio.sleep(settle_s)
 
 
@@ -240,7 +253,7 @@ def report(batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
     ring = {r: spread([t.ring_ms for t in by[r]]) for r in by}
     print(
         f"\n{args.calls} calls, {args.concurrency} at once, {args.rounds} round(s); "
-        f"worker {args.worker or 'defaults'}"
+        f"worker {args.worker or 'defaults'}; {'cold' if args.cold else 'warm'} server"
     )
     print(f"{'batch':<10} {'answered':>9} {'ring p50':>9} {'p95':>7} {'load1m':>7} "
           f"{'other cpu s':>12} {'mem rest':>9} {'peak':>7} {'procs':>6}")  # fmt: skip
@@ -268,6 +281,7 @@ def report(batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "rounds": args.rounds,
         "worker": args.worker,
+        "cold": args.cold,
         "ring_ms_p50": ring["ours"].p50 if ring["ours"] else None,
         "ring_ms_p95": ring["ours"].p95 if ring["ours"] else None,
         "floor_ring_ms_p50": ring["floor"].p50 if ring["floor"] else None,
@@ -324,6 +338,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sipp-nice", type=int, default=None, help="run sipp at this nice value (e.g. -5)"
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up room before a batch (see settle(): a burst after a quiet minute)",
+    )
     parser.add_argument("--only", choices=("ours", "floor"), help="run one route only")
     parser.add_argument("--log-dir", type=Path, default=LOG_DIR)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -343,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         chain = start_chain(args.log_dir, worker_env, stop)
         numbers = sorted({n for r in range(args.rounds) for n in callers(r, args.calls)})
         chain.stack.persona_control(extra={n: persona_for(n) for n in numbers})
-        asyncio.run(settle(chain, args.settle_s))
+        asyncio.run(settle(chain, args.settle_s, warm=not args.cold))
         for round_ in range(args.rounds):
             # Take turns, so that neither route always runs on the warmer system.
             order = routes if round_ % 2 == 0 else routes[::-1]
@@ -355,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"load {batch.load_1m}, other processes {batch.foreign_cpu_s} CPU s",
                     flush=True,
                 )
-                asyncio.run(settle(chain, args.settle_s))
+                asyncio.run(settle(chain, args.settle_s, warm=not args.cold))
     finally:
         for stop_one in reversed(stop):
             stop_one()

@@ -40,6 +40,7 @@ from tests.harness.proc_stats import (
     Memory,
     PeakMemory,
     cpu_seconds_by_process,
+    cpu_seconds_by_tree,
     foreign_cpu_seconds,
     tree_memory,
 )
@@ -54,7 +55,7 @@ from tests.harness.ring_timeline import (
     spread,
 )
 from tests.harness.sip_stack import SipStack, start_sip_stack
-from tests.harness.sipp import Call, SippResult
+from tests.harness.sipp import Call, SippResult, SippRun
 from tests.harness.stack import Stack, eventually, start_stack
 
 Route = Literal["ours", "floor"]
@@ -72,6 +73,7 @@ class Batch:
     timelines: list[CallTimeline]
     load_1m: float
     foreign_cpu_s: float
+    cpu_s: dict[str, float]
     wall_s: float
     memory_rest: Memory
     memory_peak: Memory | None
@@ -185,6 +187,19 @@ async def not_(probe: Callable[[], Awaitable[list[str]]]) -> bool:
     return not await probe()
 
 
+def service_pids(chain: Chain, worker: AgentWorker, run: SippRun) -> dict[str, int]:
+    """The root pid of each service a batch runs through (the batch's own worker only)."""
+    pids = {
+        "livekit-server": chain.stack.livekit.process,
+        "livekit-sip": chain.sip.sip.process,
+        "dispatcher": chain.stack.dispatcher,
+        "persona-api": chain.stack.persona_api,
+        "worker": worker.process,
+        "sipp": run.process,
+    }
+    return {name: p.pid for name, p in pids.items() if p is not None}
+
+
 def run_batch(
     chain: Chain,
     route: Route,
@@ -215,7 +230,9 @@ def run_batch(
         finally:
             run.stop()
     wall = time.monotonic() - started
-    foreign = foreign_cpu_seconds(cpu_before, cpu_seconds_by_process(), os.getpid())
+    cpu_after = cpu_seconds_by_process()
+    foreign = foreign_cpu_seconds(cpu_before, cpu_after, os.getpid())
+    cpu = cpu_seconds_by_tree(cpu_before, cpu_after, service_pids(chain, worker, run))
     logs = ServiceLogs(
         livekit_sip=chain.sip.sip.log_path,
         livekit_server=chain.stack.livekit.log_path,
@@ -229,6 +246,7 @@ def run_batch(
         call_timelines(result.calls, logs),
         round(load, 2),
         foreign,
+        cpu,
         round(wall, 1),
         rest,
         peak.peak(),
@@ -265,6 +283,10 @@ def report(batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
             f"{b.foreign_cpu_s:12.2f} {b.memory_rest.pss_mib:9.0f} "
             f"{(peak.pss_mib if peak else 0):7.0f} {(peak.processes if peak else 0):6d}"
         )
+    print("\nCPU seconds used during each batch, by service")
+    for b in batches:
+        shares = "  ".join(f"{k} {v:.1f}" for k, v in b.cpu_s.items())
+        print(f"{b.route}-{b.round:<5} {shares}")
     print("\nms after the INVITE          ours p50     p95   floor p50     p95")
     ours_m, floor_m = milestone_spreads(by["ours"]), milestone_spreads(by["floor"])
     print(f"{'ring (sipp)':<26} {fmt(ring['ours'])}     {fmt(ring['floor'])}")
@@ -305,6 +327,7 @@ def report(batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
                 "answered": b.answered,
                 "load_1m": b.load_1m,
                 "foreign_cpu_s": b.foreign_cpu_s,
+                "cpu_s": b.cpu_s,
                 "wall_s": b.wall_s,
                 "memory_rest": asdict(b.memory_rest),
                 "memory_peak": asdict(b.memory_peak) if b.memory_peak else None,

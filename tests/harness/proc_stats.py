@@ -109,3 +109,16 @@ def foreign_cpu_seconds(before: dict[int, float], after: dict[int, float], ours:
     second reading): the machine's other work while we measured."""
     mine = descendants(ours)
     return round(sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in mine), 2)
+
+
+def cpu_seconds_by_tree(
+    before: dict[int, float], after: dict[int, float], roots: dict[str, int]
+) -> dict[str, float]:
+    """CPU time used between two readings by each named process tree (its root's pid)."""
+    used = {}
+    for name, root in roots.items():
+        tree = descendants(root)
+        used[name] = round(
+            sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid in tree), 2
+        )
+    return used

@@ -95,12 +95,14 @@ class PeakMemory:
 
 
 def cpu_seconds_by_process() -> dict[int, float]:
-    """User + system CPU time of every process now (seconds)."""
+    """User + system CPU time of every process now (seconds), with that of its children that
+    have exited (a job process ends with its call, before a batch does): summed over a tree,
+    each CPU second counts once."""
     used = {}
     for pid in _all_pids():
         fields = _stat_fields(pid)
         if fields is not None:
-            used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            used[pid] = sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
     return used
 
 

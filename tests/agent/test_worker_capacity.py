@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from livekit.agents import AgentServer
 
-from agent.worker import JobCapacity, create_server
+from agent.worker import JobCapacity, JobEntrypoint, create_server
 from config.agent_settings import load_agent_settings
 
 pytestmark = pytest.mark.unit
@@ -71,6 +71,7 @@ def options(server: AgentServer) -> dict[str, Any]:
     return {
         "threshold": server._load_threshold,
         "idle": server._num_idle_processes,
+        "preload": server._preload_modules,
         "gated": server._request_fnc is not None,
     }
 
@@ -81,6 +82,7 @@ def test_worker_counts_jobs_itself_when_max_jobs_is_set() -> None:
     assert options(server) == {
         "threshold": math.inf,
         "idle": settings.idle_processes,
+        "preload": [JobEntrypoint.__module__],
         "gated": True,
     }
 

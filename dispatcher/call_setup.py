@@ -49,6 +49,7 @@ class CallJoin:
     room: str
     room_metadata: str
     party: CallParty
+    at_room_start: bool = False
 
     @property
     def call_id(self) -> str | None:
@@ -62,7 +63,7 @@ class CallJoin:
     @classmethod
     def of_room_started(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `room_started` event announces, before its caller has joined."""
-        return cls(event.id, event.room.name, event.room.metadata, CallParty())
+        return cls(event.id, event.room.name, event.room.metadata, CallParty(), at_room_start=True)
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,10 @@ class CallSetup:
         numbers = self.find_caller(join)
         room = _Room(self._rooms.for_room(join.room), join.room, self._policy)
         # The room's current metadata (the webhook's copy may be stale) is read while the persona
-        # resolves, so keeping other components' keys costs no extra wait on a cache miss.
-        room.start_reading()
+        # resolves, so keeping other components' keys costs no extra wait on a cache miss. At the
+        # room's start the webhook carries what the room was created with, milliseconds old:
+        # used as is, it spares the server a call per call when a burst loads it most.
+        room.start_reading(join.room_metadata if join.at_room_start else None)
         try:
             with steps.timed("persona"):
                 resolution = await self.resolve_persona(numbers)
@@ -222,11 +225,16 @@ class _Room:
         self._lk = lk
         self._name = name
         self._policy = policy
-        self._reading: asyncio.Task[str] | None = None
+        self._reading: asyncio.Future[str] | None = None
         self._listing: asyncio.Task[list[api.AgentDispatch]] | None = None
 
-    def start_reading(self) -> None:
-        self._reading = asyncio.create_task(self._current_metadata())
+    def start_reading(self, current: str | None = None) -> None:
+        """Read the room's metadata in the background, unless `current` is known already."""
+        if current is None:
+            self._reading = asyncio.create_task(self._current_metadata())
+        else:
+            self._reading = asyncio.get_running_loop().create_future()
+            self._reading.set_result(current)
 
     def start_listing_dispatches(self) -> None:
         self._listing = asyncio.create_task(self._our_dispatches())

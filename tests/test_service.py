@@ -181,6 +181,7 @@ async def test_room_our_rule_started_is_set_up_before_the_caller_joins(
     meta = persona_in(fake_lk, room)
     assert (meta.caller, meta.persona.persona_id, meta.call_id) == ("8655701159", "prs_3001", None)
     assert orjson.loads(fake_lk.rooms[room])["call_setup"] == "on_room_started"  # kept
+    assert "ListRooms" not in fake_lk.calls  # the event carries what the room started with
     [detected] = logs.named("call.caller_detected")
     assert detected["origin"] == "room_name"
     assert fake_lk.calls.index("UpdateRoomMetadata") < fake_lk.calls.index("CreateDispatch")

@@ -35,6 +35,7 @@ from livekit import api
 from devstack.agent_worker import AgentWorker, agent_worker_env
 from devstack.processes import ROOT
 from devstack.services import start_redis
+from tests.harness.agent_names import refresh_agent_names
 from tests.harness.native_floor import FLOOR_AGENT, FloorRoute, create_floor_route
 from tests.harness.proc_stats import (
     Memory,
@@ -157,11 +158,10 @@ async def settle(
     """Wait for the last batch's rooms to close (deleting those still open after `within_s`:
     calls never answered ring for minutes), then for the idle pool to refill.
 
-    `warm`: livekit-server (v1.13.5) refreshes its list of agent names lazily, at the first job
-    launch a minute after the last refresh, and for the refresh's 5 s each launch holds one of
-    its 50 dispatch goroutines: a burst of more than about fifteen calls in that window waits up
-    to 5 s for its jobs. A throwaway room (whose automatic dispatch triggers the refresh) 6 s
-    before the batch measures the steady state; without it, a burst after a quiet minute."""
+    `warm`: make livekit-server refresh its agent-name cache before the batch and let the
+    refresh finish (see tests/harness/agent_names.py): the batch then measures the steady state.
+    Without it, a burst may meet the refresh (always does after a quiet minute) and wait up to
+    5 s for its jobs."""
     async with chain.stack.api() as lk:
 
         async def open_rooms() -> list[str]:
@@ -176,10 +176,10 @@ async def settle(
                 await lk.room.delete_room(api.DeleteRoomRequest(room=name))
             await eventually(lambda: not_(open_rooms), within_s, "the rooms to close", 0.25)
         if warm:
-            name = f"bench_warm_{time.monotonic_ns()}"
-            # Nobody joins it: it closes itself after its empty timeout.
-            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=1))
-            await asyncio.sleep(6)
+            server = chain.stack.livekit
+            await refresh_agent_names(
+                lk, server.ws_url, server.config.api_key, server.config.api_secret
+            )
     await asyncio.sleep(settle_s)
 
 
@@ -364,7 +364,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="no warm-up room before a batch (see settle(): a burst after a quiet minute)",
+        help="no agent-name cache refresh before a batch (see settle(): a burst may meet one)",
     )
     parser.add_argument("--only", choices=("ours", "floor"), help="run one route only")
     parser.add_argument("--log-dir", type=Path, default=LOG_DIR)

@@ -18,4 +18,12 @@ COPY scripts/setup_sip.py ./scripts/setup_sip.py
 COPY user-mapping ./user-mapping
 # Both real model stacks, so that AGENT_STACK alone chooses (the default is openai-realtime).
 RUN pip install --no-cache-dir ".[openai,pipeline]"
+# /app is root's and read-only to the services, which run as nobody. What they write (the agent's
+# transcript, persona-dispatch-call's log) goes under /var/lib/persona-dispatcher, which
+# docker-compose.yml mounts as the named volume persona-data (owned by nobody, kept across
+# restarts and image rebuilds).
+RUN mkdir -p /var/lib/persona-dispatcher && chown nobody:nogroup /var/lib/persona-dispatcher
+ENV TRANSCRIPT_PATH=/var/lib/persona-dispatcher/conversations/transcripts.jsonl \
+    MANUAL_DISPATCH_LOG=/var/lib/persona-dispatcher/log/manual-dispatch.log
+VOLUME /var/lib/persona-dispatcher
 USER nobody

@@ -75,7 +75,9 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
     except SettingsError as e:
         print(f"persona-agent: {e}", file=sys.stderr)
         return 2
-    configure_logging(settings.logs.level, settings.logs.format, service="agent")
+    configure_logging(
+        settings.logs.level, settings.logs.format, service="agent", unmasked=settings.logs.unmasked
+    )
     # The framework's own job lifecycle records (registration, job received, job ended).
     logging.getLogger("livekit.agents").setLevel(settings.logs.level.upper())
     # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that

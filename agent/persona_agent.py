@@ -36,9 +36,32 @@ class PersonaAgent(Agent):
     async def on_enter(self) -> None:
         if self.persona.welcome:
             # A caller's "hello?" at pick-up must not cut the persona's first words.
-            self.session.say(self.persona.welcome, allow_interruptions=False)
+            self.say_whole(self.persona.welcome)
         else:
             self.session.generate_reply(instructions=GREETING_INSTRUCTIONS)
+
+    def say_whole(self, text: str) -> SpeechHandle:
+        """Speak `text` with the caller's audio kept out until it has played out.
+
+        `allow_interruptions=False` alone does not hold on every stack: with a realtime model
+        doing server-side turn detection (the default `openai-realtime` stack) livekit-agents
+        drops it with a warning, and the model cuts the line at the caller's first sound. With
+        the session's input audio off, no stack's turn detection hears the caller until the line
+        is done; then it is turned back on.
+        """
+        session = self.session
+        mute = session.input.audio is not None and session.input.audio_enabled
+        if mute:
+            session.input.set_audio_enabled(False)
+        handle = session.say(text, allow_interruptions=False)
+        if mute:
+
+            def unmute(_: SpeechHandle) -> None:
+                if session.input.audio is not None:  # gone when the session closed first
+                    session.input.set_audio_enabled(True)
+
+            handle.add_done_callback(unmute)
+        return handle
 
     @function_tool
     async def end_call(self, context: RunContext[Any]) -> None:
@@ -46,11 +69,7 @@ class PersonaAgent(Agent):
         more to ask; do not call it when they ask to hold, wait or be transferred."""
         if self._ending is not None:
             return None
-        closing = (
-            self.session.say(self.persona.closing, allow_interruptions=False)
-            if self.persona.closing
-            else None
-        )
+        closing = self.say_whole(self.persona.closing) if self.persona.closing else None
         # Hanging up from inside the tool would cut the closing line (it plays after the tool
         # returns), so a task waits for its playout first.
         self._ending = asyncio.create_task(self._hang_up_after(closing), name="end_call")

@@ -16,6 +16,9 @@ from livekit.agents.voice.events import (
 )
 
 from contract.metadata import utc_now_iso
+from telemetry.logs import get_logger, redact
+
+log = get_logger(__name__)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -30,24 +33,42 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 class TranscriptLog:
-    """Appends one call's events to the transcript file, each tagged with `room` and `call_id`."""
+    """Appends one call's events to the transcript file, each tagged with `room` and `call_id`;
+    phone numbers in every field are masked as in the logs, unless `unmasked` (LOG_UNMASKED).
 
-    def __init__(self, path: Path, *, room: str, call_id: str | None) -> None:
+    The transcript is a record of the call, never a condition of it: a write that fails (a
+    read-only or full disk, a path the process may not write) is logged once per call as
+    `transcript.write_failed`, and the call goes on.
+    """
+
+    def __init__(
+        self, path: Path, *, room: str, call_id: str | None, unmasked: bool = False
+    ) -> None:
         self.path = path
         self.room = room
         self.call_id = call_id
+        self.unmasked = unmasked
+        self.failed = False
 
     def write(self, event: str, **fields: Any) -> None:
-        append_jsonl(
-            self.path,
-            {
-                "ts": utc_now_iso(),
-                "event": event,
-                "room": self.room,
-                "call_id": self.call_id,
-                **fields,
-            },
-        )
+        record = {
+            "ts": utc_now_iso(),
+            "event": event,
+            "room": self.room,
+            "call_id": self.call_id,
+            **fields,
+        }
+        try:
+            append_jsonl(self.path, record if self.unmasked else redact(record))
+        except OSError as e:
+            if not self.failed:
+                self.failed = True
+                log.warning(
+                    "transcript.write_failed",
+                    path=str(self.path),
+                    error=f"{type(e).__name__}: {e.strerror or e}",
+                    transcript_event=event,
+                )
 
     def attach(self, session: AgentSession[Any]) -> None:
         """Record the session's turns, tool calls and its end."""

@@ -19,7 +19,7 @@ from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
 from contract.metadata import parse_dispatch_metadata
-from telemetry.logs import configure_forwarded_logging, get_logger, mask_number
+from telemetry.logs import configure_forwarded_logging, get_logger
 
 log = get_logger(__name__)
 
@@ -62,8 +62,9 @@ class JobEntrypoint:
         await run_call(ctx, self.settings, factory)
 
 
-def log_applied(applied: AppliedPersona, *, room: str, unmasked: bool) -> None:
-    """`persona.applied` (and `persona.missing` first when the default had to be used)."""
+def log_applied(applied: AppliedPersona, *, room: str) -> None:
+    """`persona.applied` (and `persona.missing` first when the default had to be used); the
+    caller's number is masked by the worker's log redaction."""
     log = get_logger(__name__)
     if applied.is_default:
         # The dispatcher guarantees a persona before dispatch: this is its bug, not the caller's.
@@ -71,9 +72,17 @@ def log_applied(applied: AppliedPersona, *, room: str, unmasked: bool) -> None:
     log.info(
         "persona.applied",
         room=room,
-        caller=mask_number(applied.meta.caller, unmasked=unmasked),
+        caller=applied.meta.caller,
         **applied.log_fields(),
     )
+
+
+def transcript_persona_event(applied: AppliedPersona) -> str:
+    """The transcript's name for the persona in effect, in the team's words (their transcript
+    logger and manual call test look for these, see shared/origin-notes.md): `persona_loaded`
+    for a persona from the API, the cache, a stale copy or a file; `persona_not_found` when the
+    default persona had to be used."""
+    return "persona_not_found" if applied.meta.status == "default" else "persona_loaded"
 
 
 async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFactory) -> None:
@@ -90,14 +99,15 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
     applied = with_call_id(applied, ctx.room.remote_participants.values())
     meta = applied.meta
     structlog.contextvars.bind_contextvars(call_id=meta.call_id)
-    log_applied(applied, room=room, unmasked=settings.logs.unmasked)
+    log_applied(applied, room=room)
 
-    transcript = TranscriptLog(settings.transcript_path, room=room, call_id=meta.call_id)
-    transcript.write(
-        "persona.applied",
-        caller=mask_number(meta.caller, unmasked=settings.logs.unmasked),
-        **applied.log_fields(),
+    transcript = TranscriptLog(
+        settings.transcript_path,
+        room=room,
+        call_id=meta.call_id,
+        unmasked=settings.logs.unmasked,
     )
+    transcript.write(transcript_persona_event(applied), caller=meta.caller, **applied.log_fields())
     session = new_session(factory(meta.persona))
     transcript.attach(session)
 
@@ -154,7 +164,7 @@ def new_agent_server(
     settings: AgentSettings, entrypoint: Callable[[JobContext], Awaitable[None]]
 ) -> AgentServer:
     """A worker running `entrypoint` for explicit dispatches of `settings.agent_name`, with
-    `settings`' capacity, executor and process set-up: the one place the worker's options are
+    `settings`' capacity, idle pool and process set-up: the one place the worker's options are
     decided (the ring-time benchmark's bare agent uses it too)."""
     lk = settings.livekit
     capacity = JobCapacity(settings.max_jobs) if settings.max_jobs else None

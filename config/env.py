@@ -140,6 +140,19 @@ def seconds(r: EnvReader, name: str, raw: str) -> float | None:
     return value
 
 
+def seconds_or_off(r: EnvReader, name: str, raw: str) -> float | None:
+    """A number of seconds, or 0 to turn the feature off."""
+    try:
+        value = float(raw)
+    except ValueError:
+        r.problem(f"{name}={raw!r} is not a number of seconds (0: off)")
+        return None
+    if value < 0:
+        r.problem(f"{name}={value} must be >= 0 (0: off)")
+        return None
+    return value
+
+
 def flag(r: EnvReader, name: str, raw: str) -> bool | None:
     low = raw.lower()
     if low in {"1", "true", "yes", "on"}:

@@ -20,6 +20,7 @@ from config.env import (
     read_fields,
     required,
     seconds,
+    seconds_or_off,
     setting,
     text,
     url,
@@ -130,10 +131,19 @@ class Settings:
     persona_deadline_s: float = setting("PERSONA_DEADLINE_S", 3.0, seconds)
     persona_attempt_timeout_s: float = setting("PERSONA_ATTEMPT_TIMEOUT_S", 1.0, seconds)
     persona_attempts: int = setting("PERSONA_ATTEMPTS", 3, integer(minimum=1))
-    persona_max_bytes: int = setting("PERSONA_MAX_BYTES", 512 * 1024, integer(minimum=1024))
+    # 8 MiB: a knowledge base in `fullConfig` still loads; parsing one costs ~17 ms of loop time
+    # on a cache miss (bench/persona_parse.py), against a 3 s persona deadline.
+    persona_max_bytes: int = setting("PERSONA_MAX_BYTES", 8 * 1024 * 1024, integer(minimum=1024))
     persona_cache_ttl_s: float = setting("PERSONA_CACHE_TTL_S", 300.0, seconds)
     persona_negative_ttl_s: float = setting("PERSONA_NEGATIVE_TTL_S", 30.0, seconds)
     persona_cache_size: int = setting("PERSONA_CACHE_SIZE", 10_000, integer(minimum=1))
+    # A Redis shared by every replica: persona cache, single flight, the reconciler's lease.
+    # None: this process's own cache, and every replica reconciles.
+    persona_cache_url: str | None = setting(
+        "PERSONA_CACHE_URL", None, url("redis", "rediss", "unix")
+    )
+    # Each command to that Redis; past it (or on an error) this process's cache serves.
+    persona_cache_timeout_s: float = setting("PERSONA_CACHE_TIMEOUT_S", 0.2, seconds)
     default_caller: str | None = setting("DEFAULT_CALLER", None, _phone_number)
     country_code: str = setting("COUNTRY_CODE", "91", _country_code)
     national_number_length: int = setting("NATIONAL_NUMBER_LENGTH", 10, integer(minimum=6))
@@ -141,13 +151,29 @@ class Settings:
     default_persona_file: Path | None = setting("DEFAULT_PERSONA_FILE", None, _existing_file)
     metadata_budget_bytes: int = setting("METADATA_BUDGET_BYTES", 60_000, integer(minimum=2048))
     handled_events_size: int = setting("HANDLED_EVENTS_SIZE", 10_000, integer(minimum=1))
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build and validate `Settings`; raises `SettingsError` naming every problem."""
-    r = EnvReader(read_environment() if env is None else env)
-    settings = Settings(
-        **read_fields(Settings, r, livekit=LiveKitSettings.read(r), logs=LogSettings.read(r))
+    # The reconciler (dispatcher/reconciler.py): how often it looks for calls the webhook path
+    # missed (0: never), how long a new room is left to its webhook, and how long an agent may
+    # take to join a dispatched call before the dispatch is checked.
+    reconcile_interval_s: float = setting("RECONCILE_INTERVAL_S", 2.0, seconds_or_off)
+    reconcile_grace_s: float = setting("RECONCILE_GRACE_S", 3.0, seconds)
+    agent_join_timeout_s: float = setting("AGENT_JOIN_TIMEOUT_S", 10.0, seconds)
+    # Where persona-dispatch-call logs the set-ups it runs, for persona-logs to read beside the
+    # dispatcher's log (the dev command points it into its log directory).
+    manual_dispatch_log: Path = setting(
+        "MANUAL_DISPATCH_LOG", Path("var/log/manual-dispatch.log"), path
     )
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True) -> Settings:
+    """Build and validate `Settings`; raises `SettingsError` naming every problem.
+
+    `livekit=False` is for what never talks to LiveKit (a dry run of the manual dispatch): the
+    LiveKit variables are then taken as far as they are set, and neither required nor checked.
+    """
+    environment = read_environment() if env is None else env
+    r = EnvReader(environment)
+    # A separate reader keeps the LiveKit problems out of those that stop start-up.
+    lk = LiveKitSettings.read(r if livekit else EnvReader(environment))
+    settings = Settings(**read_fields(Settings, r, livekit=lk, logs=LogSettings.read(r)))
     r.done()
     return settings

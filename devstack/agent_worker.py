@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.logs import read_json_lines
-from devstack.processes import ManagedProcess, python_module
+from devstack.logs import read_log_events
+from devstack.processes import ROOT, ManagedProcess, python_module
 from devstack.services import LiveKitServer
 
 REGISTERED = "registered worker"
@@ -43,12 +43,14 @@ def agent_worker_env(server: LiveKitServer, workdir: Path, **overrides: str) -> 
 
 @dataclass
 class AgentWorker:
-    """One `python -m agent` process; its JSON log goes to `log_path`."""
+    """One `python -m agent` process, run in `cwd` (where relative paths such as the default
+    TRANSCRIPT_PATH land); its JSON log goes to `log_path`."""
 
     env: dict[str, str]
     log_path: Path
     module: str = "agent"
     process: ManagedProcess | None = None
+    cwd: Path = ROOT
 
     def start(self, timeout: float = 60.0) -> AgentWorker:
         """Start the worker and return once it is registered with the server."""
@@ -58,6 +60,7 @@ class AgentWorker:
             self.log_path,
             env=self.env,
             inherit_env=False,
+            cwd=self.cwd,
             ready=lambda: self.log_records(event=REGISTERED),
             # SIGTERM drains running calls first (AGENT_DRAIN_TIMEOUT_S).
             stop_grace_s=15.0,
@@ -66,9 +69,10 @@ class AgentWorker:
         return self
 
     def log_records(self, **match: Any) -> list[dict[str, Any]]:
-        """The worker's JSON log lines since this start whose fields equal `match`."""
+        """The worker's JSON log lines since this start whose fields equal `match` (as logged:
+        phone numbers masked)."""
         offset = self.process.log_offset if self.process is not None else 0
-        return read_json_lines(self.log_path, offset, **match)
+        return read_log_events(self.log_path, offset, **match)
 
     def stop(self) -> int | None:
         """SIGTERM (the worker drains, then exits); its whole process group is killed if it has

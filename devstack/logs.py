@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from telemetry.logs import redact
+
 
 def read_json_lines(path: Path, offset: int = 0, **match: Any) -> list[dict[str, Any]]:
     """The JSON objects of `path` from byte `offset` whose fields equal `match`; other lines (a
@@ -29,3 +31,13 @@ def read_json_lines(path: Path, offset: int = 0, **match: Any) -> list[dict[str,
         if isinstance(value, dict) and all(value.get(k) == v for k, v in match.items()):
             records.append(value)
     return records
+
+
+def read_log_events(path: Path, offset: int = 0, **match: Any) -> list[dict[str, Any]]:
+    """`read_json_lines` for what the services write (logs, the transcript), which mask phone
+    numbers unless LOG_UNMASKED: a `match` value equals a field as written or as masked, so
+    `room=` takes a room's real name (`call_8655701159_ab12` matches `call_******1159_ab12`)."""
+    wanted = {k: (v, redact(v)) for k, v in match.items()}
+    return [
+        r for r in read_json_lines(path, offset) if all(r.get(k) in vs for k, vs in wanted.items())
+    ]

@@ -22,6 +22,7 @@ from devstack.processes import (
     require_binary,
     tail,
 )
+from provisioning.load_balancer import Backend, render_haproxy_config
 from provisioning.server_config import (
     LIVEKIT_SERVER_VERSION,
     LIVEKIT_SIP_VERSION,
@@ -38,15 +39,21 @@ def _config_file(prefix: str, text: str) -> Path:
     return Path(name)
 
 
-def start_dispatcher(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
-    """The webhook receiver (`python -m webhooks`) as a process, JSON logs into `log_path`."""
+def dispatcher_process(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """The webhook receiver (`python -m webhooks`) as a process (not started yet), JSON logs
+    into `log_path`."""
     return ManagedProcess(
         "dispatcher",
         python_module("webhooks"),
         log_path,
         env={"HOST": "127.0.0.1", "PORT": str(port), **env},
         ready=http_ready(f"http://127.0.0.1:{port}/healthz"),
-    ).start()
+    )
+
+
+def start_dispatcher(port: int, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """`dispatcher_process`, started: returns once it answers `/healthz`."""
+    return dispatcher_process(port, env, log_path).start()
 
 
 @dataclass
@@ -295,3 +302,52 @@ def _start_livekit_sip(
         nat_1_to_1_ip=listen_ip,
     )
     return LiveKitSip(cfg, log).start()
+
+
+@dataclass
+class LoadBalancer:
+    """HAProxy on loopback in front of dispatcher replicas (Debian's haproxy)."""
+
+    port: int
+    backends: list[Backend]
+    log_path: Path
+    process: ManagedProcess | None = None
+    _config_file: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> LoadBalancer:
+        binary = shutil.which("haproxy")
+        if binary is None:
+            raise RuntimeError("haproxy is missing: run scripts/install_deps.sh first")
+        text = render_haproxy_config(f"127.0.0.1:{self.port}", self.backends)
+        self._config_file = _config_file("haproxy-", text)
+        self.process = ManagedProcess(
+            "haproxy",
+            [binary, "-db", "-f", str(self._config_file)],  # -db: foreground, no daemon
+            self.log_path,
+            ready=lambda: _accepts(self.port),
+        )
+        self.process.start(timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+        if self._config_file is not None:
+            self._config_file.unlink(missing_ok=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def start_load_balancer(
+    backends: list[Backend], *, port: int | None = None, log_path: Path | None = None
+) -> LoadBalancer:
+    """HAProxy on a free (or given) loopback port, balancing over `backends`."""
+    log = log_path or ROOT / "var" / "log" / "haproxy.log"
+    return LoadBalancer(port or free_port(), backends, log).start()

@@ -8,13 +8,16 @@ room metadata, then make sure exactly one dispatch of the named agent exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import structlog
 from livekit import api
+from livekit.protocol.agent import JobStatus
 
 from contract.metadata import (
     DEFAULT_PERSONA,
@@ -32,11 +35,15 @@ from dispatcher.caller import (
     detect_numbers,
     party_of,
 )
-from dispatcher.livekit_api import LiveKitNotFound, LiveKitRooms, livekit_call
+from dispatcher.livekit_api import LiveKitError, LiveKitNotFound, LiveKitRooms, livekit_call
 from dispatcher.persona_resolver import PersonaResolver, Resolution
-from telemetry.logs import get_logger, mask_number
+from telemetry.logs import get_logger
+from telemetry.metrics import Metrics, source_kind
 
 log = get_logger(__name__)
+
+
+Origin = Literal["webhook", "reconciler"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class CallJoin:
     room: str
     room_metadata: str
     party: CallParty
+    # How the call was found: its webhook, or the reconciler (its webhook was lost).
+    origin: Origin = "webhook"
     at_room_start: bool = False
 
     @property
@@ -76,6 +85,7 @@ class SetupResult:
     reason: str = "created"
     metadata_bytes: int = 0
     steps_ms: dict[str, float] = field(default_factory=dict)
+    ran_for: str = ""  # the event id of the delivery whose set-up this is
 
     @property
     def status(self) -> str:
@@ -98,7 +108,9 @@ class SetupPolicy:
     lookups: tuple[Lookup, ...]
     number_format: NumberFormat
     default_caller: str | None
-    unmasked_logs: bool = False
+    # A dispatch still without a job this long after its creation will never get one (LiveKit
+    # does not retry a job request): the reconciler may replace it.
+    agent_join_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,20 @@ class Dispatch:
     dispatch_id: str
     created: bool
     reason: str  # created | already_dispatched | lost_race
+    replaced: tuple[str, ...] = ()  # dispatches deleted because they never got a job
+
+
+DispatchState = Literal["live", "waiting", "stale"]
+
+
+def dispatch_state(d: api.AgentDispatch, agent_join_timeout_s: float) -> DispatchState:
+    """`live`: a job is pending or running (an agent is coming or there); `waiting`: no job yet,
+    but LiveKit may still be assigning one; `stale`: no job this long after its creation, and
+    LiveKit does not retry a job request, so none will come."""
+    if any(j.state.status in (JobStatus.JS_PENDING, JobStatus.JS_RUNNING) for j in d.state.jobs):
+        return "live"
+    age_s = time.time() - d.state.created_at / 1e9
+    return "waiting" if age_s < agent_join_timeout_s else "stale"
 
 
 class _Steps:
@@ -136,16 +162,23 @@ def _ms_since(started: float) -> float:
 class CallSetup:
     """The four steps of a call's set-up; stateless, so one instance serves every call."""
 
-    def __init__(self, rooms: LiveKitRooms, resolver: PersonaResolver, policy: SetupPolicy) -> None:
+    def __init__(
+        self,
+        rooms: LiveKitRooms,
+        resolver: PersonaResolver,
+        policy: SetupPolicy,
+        metrics: Metrics,
+    ) -> None:
         self._rooms = rooms
         self._resolver = resolver
         self._policy = policy
+        self._metrics = metrics
 
     async def run(self, join: CallJoin) -> SetupResult:
         """Set up the call once; raises `LiveKitError` (`LiveKitNotFound`: the room is gone)."""
         steps = _Steps()
         numbers = self.find_caller(join)
-        room = _Room(self._rooms.for_room(join.room), join.room, self._policy)
+        room = self._room(join.room)
         # The room's current metadata (the webhook's copy may be stale) is read while the persona
         # resolves, so keeping other components' keys costs no extra wait on a cache miss. At the
         # room's start the webhook carries what the room was created with, milliseconds old:
@@ -162,6 +195,9 @@ class CallSetup:
                 meta, size = await room.write_persona(resolution.metadata(join.call_id))
             with steps.timed("dispatch"):
                 dispatch = await room.ensure_one_dispatch(meta)
+        except LiveKitError as e:
+            self._metrics.setup_failures.labels(e.step).inc()
+            raise
         finally:
             room.stop_reading()
         result = SetupResult(
@@ -173,6 +209,7 @@ class CallSetup:
             dispatch.reason,
             size,
             steps.ms,
+            join.event_id,
         )
         log.info(
             "call.setup_done",
@@ -181,7 +218,17 @@ class CallSetup:
             source=meta.source,
             dispatched=dispatch.created,
         )
+        self._metrics.setups.labels(meta.status, source_kind(meta.source), join.origin).inc()
+        self._metrics.setup_duration.observe(result.duration_ms / 1000)
         return result
+
+    async def redispatch(self, room: str, meta: PersonaMetadata) -> Dispatch:
+        """Step 4 again for a room whose persona is in place (the reconciler's repair): replace
+        dispatches that never got a job, keep one whose job is pending or running."""
+        return await self._room(room).ensure_one_dispatch(meta, replace_jobless=True)
+
+    def _room(self, name: str) -> _Room:
+        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics)
 
     def find_caller(self, join: CallJoin) -> list[DetectedNumber]:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
@@ -193,9 +240,8 @@ class CallSetup:
             log.warning("call.no_caller", identity_kind=join.party.identity.split("_")[0])
             return numbers
         first = numbers[0]
-        structlog.contextvars.bind_contextvars(
-            caller=mask_number(first.number, unmasked=p.unmasked_logs)
-        )
+        # Masked by the logging's redaction, as every number in every field is.
+        structlog.contextvars.bind_contextvars(caller=first.number)
         log.info(
             "call.caller_detected",
             lookup=first.lookup,
@@ -221,10 +267,13 @@ class CallSetup:
 class _Room:
     """Steps 3 and 4 on one room, through one room-scoped client."""
 
-    def __init__(self, lk: api.LiveKitAPI, name: str, policy: SetupPolicy) -> None:
+    def __init__(
+        self, lk: api.LiveKitAPI, name: str, policy: SetupPolicy, metrics: Metrics
+    ) -> None:
         self._lk = lk
         self._name = name
         self._policy = policy
+        self._metrics = metrics
         self._reading: asyncio.Future[str] | None = None
         self._listing: asyncio.Task[list[api.AgentDispatch]] | None = None
 
@@ -283,12 +332,24 @@ class _Room:
         log.info("room.metadata_written", bytes=size, duration_ms=_ms_since(started))
         return meta, size
 
-    async def ensure_one_dispatch(self, meta: PersonaMetadata) -> Dispatch:
+    async def ensure_one_dispatch(
+        self, meta: PersonaMetadata, *, replace_jobless: bool = False
+    ) -> Dispatch:
         """Step 4: keep our agent's dispatch if the room has one, else create it and settle a
-        race with another replica that created one at the same moment."""
+        race with another replica that created one at the same moment.
+
+        With `replace_jobless`, a dispatch that never got a job within the agent-join timeout
+        is deleted first: it will never bring an agent, and deleting it cannot remove one.
+        """
         agent_name = self._policy.agent_name
         started = time.perf_counter()
         ours = await (self._listing or self._our_dispatches())
+        replaced: list[str] = []
+        if replace_jobless:
+            for d in [d for d in ours if self._jobless(d)]:
+                await self._delete(d.id)
+                replaced.append(d.id)
+            ours = [d for d in ours if d.id not in replaced]
         if ours:
             log.info(
                 "agent.dispatch_skipped",
@@ -296,7 +357,7 @@ class _Room:
                 agent_name=agent_name,
                 dispatch_id=ours[0].id,
             )
-            return Dispatch(ours[0].id, False, "already_dispatched")
+            return Dispatch(ours[0].id, False, "already_dispatched", tuple(replaced))
         created = await livekit_call(
             "create_dispatch",
             self._lk.agent_dispatch.create_dispatch(
@@ -314,8 +375,19 @@ class _Room:
         )
         winner = await self._settle(created)
         if winner.id != created.id:
-            return Dispatch(winner.id, False, "lost_race")
-        return Dispatch(created.id, True, "created")
+            return Dispatch(winner.id, False, "lost_race", tuple(replaced))
+        return Dispatch(created.id, True, "created", tuple(replaced))
+
+    def _jobless(self, d: api.AgentDispatch) -> bool:
+        return dispatch_state(d, self._policy.agent_join_timeout_s) == "stale"
+
+    async def _delete(self, dispatch_id: str) -> None:
+        with contextlib.suppress(LiveKitNotFound):  # another replica deleted it first
+            await livekit_call(
+                "delete_dispatch",
+                self._lk.agent_dispatch.delete_dispatch(dispatch_id, self._name),
+                self._policy.api_timeout_s,
+            )
 
     async def _our_dispatches(self) -> list[api.AgentDispatch]:
         # Every room also lists an implicit dispatch with an empty agent name: match ours.
@@ -324,7 +396,9 @@ class _Room:
             self._lk.agent_dispatch.list_dispatch(self._name),
             self._policy.api_timeout_s,
         )
-        return [d for d in listed if d.agent_name == self._policy.agent_name]
+        return [
+            d for d in listed if d.agent_name == self._policy.agent_name and not d.state.deleted_at
+        ]
 
     async def _settle(self, ours: api.AgentDispatch) -> api.AgentDispatch:
         """Another replica may have created a dispatch between our check and our create: all
@@ -332,15 +406,14 @@ class _Room:
         mine = await self._our_dispatches() or [ours]
         winner = min(mine, key=lambda d: (d.state.created_at, d.id))
         if winner.id != ours.id:
-            await livekit_call(
-                "delete_dispatch",
-                self._lk.agent_dispatch.delete_dispatch(ours.id, self._name),
-                self._policy.api_timeout_s,
-            )
+            await self._delete(ours.id)
             log.warning(
                 "agent.dispatch_deduplicated",
                 kept=winner.id,
                 deleted=ours.id,
                 dispatches=len(mine),
             )
+            self._metrics.dispatch_races.labels("deleted").inc()
+        elif len(mine) > 1:
+            self._metrics.dispatch_races.labels("kept").inc()
         return winner

@@ -76,6 +76,18 @@ async def livekit_call(step: str, request: Awaitable[T], timeout_s: float) -> T:
         raise LiveKitUnreachable(step, type(e).__name__) from e
 
 
+# A room name no call uses: the readiness check asks for it and expects to find nothing.
+NO_SUCH_ROOM = "persona-dispatcher-readiness-check"
+
+
+async def check_access(server: api.LiveKitAPI, timeout_s: float) -> None:
+    """Raises `LiveKitError` unless the server answers an authenticated call: a ListRooms for a
+    name no room has, which costs the server a lookup and is refused for a wrong key or secret."""
+    await livekit_call(
+        "list_rooms", server.room.list_rooms(api.ListRoomsRequest(names=[NO_SUCH_ROOM])), timeout_s
+    )
+
+
 class LiveKitRooms:
     """Owns the HTTP session; `for_room` clients borrow it and need no closing."""
 

@@ -35,9 +35,9 @@ class PersonaUpstreamError(PersonaError):
 @dataclass(frozen=True)
 class PersonaApiConfig:
     base_url: str
+    max_bytes: int  # PERSONA_MAX_BYTES; its default is the setting's
     attempt_timeout_s: float = 1.0
     attempts: int = 3
-    max_bytes: int = 512 * 1024
     backoff_start_s: float = 0.1
 
 
@@ -136,11 +136,18 @@ class PersonaApiClient:
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    if resp.content_length is not None and resp.content_length > limit:
-        raise PersonaUpstreamError(
-            f"persona payload of {resp.content_length} bytes is over {limit}"
-        )
-    body = await resp.content.read(limit + 1)
-    if len(body) > limit:
-        raise PersonaUpstreamError(f"persona payload is over {limit} bytes")
-    return body
+    """The whole body, or `PersonaUpstreamError` once it is known to exceed `limit` bytes.
+
+    A body may arrive in many pieces (chunked, or one TCP segment at a time behind a proxy), so
+    it is read to its end, not taken from the first piece. A declared `Content-Length` over the
+    limit is refused before reading; what arrives is counted either way, since the header may lie.
+    """
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise PersonaUpstreamError(f"persona payload of {declared} bytes is over {limit}")
+    body = bytearray()
+    async for piece in resp.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            raise PersonaUpstreamError(f"persona payload is over {limit} bytes")
+    return bytes(body)

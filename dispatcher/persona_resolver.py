@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,14 @@ from dispatcher.persona_api import (
     PersonaNotFound,
     PersonaUpstreamError,
 )
-from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_payload import (
     PersonaNotInPayload,
     PersonaPayloadError,
     parse_persona_payload,
 )
+from dispatcher.persona_store import PersonaStore
 from telemetry.logs import get_logger
+from telemetry.metrics import Metrics
 
 log = get_logger(__name__)
 
@@ -99,16 +101,18 @@ class PersonaResolver:
     def __init__(
         self,
         api: PersonaApiClient | None,
-        cache: PersonaCache,
+        store: PersonaStore,
         files: PersonaFiles,
         default: Persona,
         deadline_s: float,
+        metrics: Metrics,
     ) -> None:
         self._api = api
-        self._cache = cache
+        self._store = store
         self._files = files
         self._default = default
         self._deadline = deadline_s
+        self._metrics = metrics
         self._inflight: dict[str, asyncio.Task[Persona]] = {}
 
     async def resolve(self, numbers: list[DetectedNumber]) -> Resolution:
@@ -136,14 +140,17 @@ class PersonaResolver:
         try:
             async with asyncio.timeout(self._deadline):
                 for d in numbers:
-                    entry = self._cache.fresh(d.number)
+                    entry = await self._store.fresh(d.number)
                     if entry is not None:
                         log.info(
                             "persona.cache_hit", lookup=d.lookup, found=entry.persona is not None
                         )
                         if entry.persona is not None:
+                            self._metrics.persona_cache.labels("hit").inc()
                             return done(entry.persona, "cached", "cache", d)
+                        self._metrics.persona_cache.labels("negative_hit").inc()
                         continue
+                    self._metrics.persona_cache.labels("miss").inc()
                     if self._api is None:
                         reason = "api_off"
                         break
@@ -161,7 +168,7 @@ class PersonaResolver:
 
         if reason in ("timeout", "upstream_error"):
             for d in numbers:
-                stale = self._cache.stale(d.number)
+                stale = await self._store.stale(d.number)
                 if stale is not None:
                     return self._fallback(done(stale, "stale", "cache", d, reason))
         for d in numbers:
@@ -174,12 +181,17 @@ class PersonaResolver:
 
     def _fallback(self, r: Resolution) -> Resolution:
         log.info("persona.fallback", reason=r.fallback_reason, status=r.status, source=r.source)
+        self._metrics.persona_fallbacks.labels(r.fallback_reason or "none", r.status).inc()
         return r
 
     def _shared_fetch(self, number: str) -> asyncio.Task[Persona]:
         task = self._inflight.get(number)
         if task is None:
-            task = asyncio.create_task(self._fetch(number), name=f"persona-fetch-{number[-4:]}")
+            # One request per number in this process, and through the store across replicas.
+            fetch = functools.partial(self._fetch, number)
+            task = asyncio.create_task(
+                self._store.single_flight(number, fetch), name=f"persona-fetch-{number[-4:]}"
+            )
             self._inflight[number] = task
             task.add_done_callback(lambda t: self._forget(number, t))
         return task
@@ -192,20 +204,40 @@ class PersonaResolver:
             task.exception()
 
     async def _fetch(self, number: str) -> Persona:
+        started = time.perf_counter()
+        outcome: str | None = "error"
+        try:
+            persona = await self._fetch_and_cache(number)
+            outcome = "ok"
+            return persona
+        except PersonaNotFound:
+            outcome = "not_found"
+            raise
+        except asyncio.CancelledError:
+            outcome = None  # shut down mid-request: no answer to count
+            raise
+        finally:
+            if outcome is not None:
+                self._metrics.persona_api_requests.labels(outcome).inc()
+                self._metrics.persona_api_duration.labels(outcome).observe(
+                    time.perf_counter() - started
+                )
+
+    async def _fetch_and_cache(self, number: str) -> Persona:
         assert self._api is not None
         try:
             result = await self._api.fetch(number)
         except PersonaNotFound:
-            self._cache.put_missing(number)
+            await self._store.put_missing(number)
             raise
         try:
             persona = parse_persona_payload(result.payload)
         except PersonaNotInPayload:
-            self._cache.put_missing(number)
+            await self._store.put_missing(number)
             raise PersonaNotFound(number) from None
         except PersonaPayloadError as e:
             raise PersonaUpstreamError(f"persona payload is invalid: {e}") from None
-        self._cache.put(number, persona)
+        await self._store.put(number, persona)
         log.info(
             "persona.fetched",
             duration_ms=round(result.duration_ms, 1),

@@ -8,15 +8,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from livekit import api
+from redis import asyncio as aioredis
 
 from config.settings import Settings
 from dispatcher.call_setup import CallSetup, SetupPolicy
 from dispatcher.caller import NumberFormat
+from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitRooms
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
+from dispatcher.persona_store import LocalPersonaStore, PersonaStore
+from dispatcher.reconciler import ReconcilePolicy, Reconciler
 from dispatcher.setup_guard import SetupGuard
+from dispatcher.shared_persona_store import SharedPersonaStore
+from telemetry.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -24,42 +30,97 @@ class Clients:
     resolver: PersonaResolver
     setup: SetupGuard
     livekit: api.LiveKitAPI
+    call_setup: CallSetup
+    rooms: LiveKitRooms
+    metrics: Metrics
+    store: PersonaStore
+    redis: aioredis.Redis | None  # the replicas' shared Redis (PERSONA_CACHE_URL), if any
 
 
 def number_format(settings: Settings) -> NumberFormat:
     return NumberFormat(settings.country_code, settings.national_number_length)
 
 
-def build_resolver(settings: Settings, persona_api: PersonaApiClient | None) -> PersonaResolver:
+def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metrics) -> PersonaStore:
+    """This process's cache, or with `PERSONA_CACHE_URL` the shared one (which keeps this
+    process's cache too, for when Redis does not answer)."""
+    local = PersonaCache(
+        ttl_s=settings.persona_cache_ttl_s,
+        negative_ttl_s=settings.persona_negative_ttl_s,
+        max_size=settings.persona_cache_size,
+    )
+    if redis is None:
+        return LocalPersonaStore(local)
+    return SharedPersonaStore(
+        redis,
+        local,
+        ttl_s=settings.persona_cache_ttl_s,
+        negative_ttl_s=settings.persona_negative_ttl_s,
+        command_timeout_s=settings.persona_cache_timeout_s,
+        # Longer than one lookup's every attempt: a live fetcher keeps its claim.
+        fetch_lock_s=settings.persona_deadline_s + 1,
+        metrics=metrics,
+    )
+
+
+def build_resolver(
+    settings: Settings, persona_api: PersonaApiClient | None, store: PersonaStore, metrics: Metrics
+) -> PersonaResolver:
     return PersonaResolver(
         api=persona_api,
-        cache=PersonaCache(
-            ttl_s=settings.persona_cache_ttl_s,
-            negative_ttl_s=settings.persona_negative_ttl_s,
-            max_size=settings.persona_cache_size,
-        ),
+        store=store,
         files=PersonaFiles(settings.user_mapping_dir),
         default=load_default_persona(settings.default_persona_file),
         deadline_s=settings.persona_deadline_s,
+        metrics=metrics,
     )
+
+
+def persona_api_client(settings: Settings) -> PersonaApiClient | None:
+    """The persona API client, or None when PERSONA_API_BASE is off; the caller closes it."""
+    if not settings.persona_api_base:
+        return None
+    return PersonaApiClient(
+        PersonaApiConfig(
+            base_url=settings.persona_api_base,
+            attempt_timeout_s=settings.persona_attempt_timeout_s,
+            attempts=settings.persona_attempts,
+            max_bytes=settings.persona_max_bytes,
+        )
+    )
+
+
+@asynccontextmanager
+async def open_resolver(settings: Settings) -> AsyncIterator[PersonaResolver]:
+    """The persona resolver alone, as the call set-up has it (with this process's own cache),
+    with nothing of LiveKit."""
+    persona_api = persona_api_client(settings)
+    metrics = Metrics()
+    resolver = build_resolver(settings, persona_api, build_store(settings, None, metrics), metrics)
+    try:
+        yield resolver
+    finally:
+        await resolver.aclose()
+        if persona_api is not None:
+            await persona_api.close()
 
 
 @asynccontextmanager
 async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     """The persona API client, resolver, LiveKit API client and call set-up; closed on exit."""
-    persona_api = (
-        PersonaApiClient(
-            PersonaApiConfig(
-                base_url=settings.persona_api_base,
-                attempt_timeout_s=settings.persona_attempt_timeout_s,
-                attempts=settings.persona_attempts,
-                max_bytes=settings.persona_max_bytes,
-            )
+    redis = (
+        aioredis.from_url(
+            settings.persona_cache_url,
+            socket_timeout=settings.persona_cache_timeout_s,
+            socket_connect_timeout=settings.persona_cache_timeout_s,
         )
-        if settings.persona_api_base
+        if settings.persona_cache_url
         else None
     )
-    resolver = build_resolver(settings, persona_api)
+    metrics = Metrics(shared_redis=redis is not None)
+    store = build_store(settings, redis, metrics)
+    persona_api = persona_api_client(settings)
+    resolver = build_resolver(settings, persona_api, store, metrics)
     rooms = LiveKitRooms(
         settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
     )
@@ -73,15 +134,51 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             lookups=settings.persona_lookup,
             number_format=number_format(settings),
             default_caller=settings.default_caller,
-            unmasked_logs=settings.logs.unmasked,
+            agent_join_timeout_s=settings.agent_join_timeout_s,
         ),
+        metrics,
     )
     setup = SetupGuard(call_setup.run, remember=settings.handled_events_size)
+    metrics.rooms_held.set_function(setup.rooms_held)
     try:
-        yield Clients(resolver, setup, rooms.server)
+        yield Clients(resolver, setup, rooms.server, call_setup, rooms, metrics, store, redis)
     finally:
         await setup.drain(settings.persona_deadline_s + 3 * settings.livekit.api_timeout_s)
         await resolver.aclose()
         if persona_api is not None:
             await persona_api.close()
         await rooms.aclose()
+        if redis is not None:
+            await redis.aclose()
+
+
+def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
+    """The reconciler for `clients`, or None when `RECONCILE_INTERVAL_S` is 0."""
+    if not settings.reconcile_interval_s:
+        return None
+    lease = (
+        RedisLease(
+            clients.redis,
+            "persona-dispatcher:reconciler",
+            # Renewed every pass; a dead holder's lease lapses within three passes.
+            ttl_s=3 * settings.reconcile_interval_s,
+            command_timeout_s=settings.persona_cache_timeout_s,
+            metrics=clients.metrics,
+        )
+        if clients.redis is not None
+        else None
+    )
+    return Reconciler(
+        clients.rooms,
+        clients.call_setup,
+        clients.setup,
+        ReconcilePolicy(
+            interval_s=settings.reconcile_interval_s,
+            grace_s=settings.reconcile_grace_s,
+            agent_join_timeout_s=settings.agent_join_timeout_s,
+            agent_name=settings.agent_name,
+            api_timeout_s=settings.livekit.api_timeout_s,
+        ),
+        clients.metrics,
+        lease=lease,
+    )

@@ -1,17 +1,23 @@
 """Reads the dispatcher's and the agent's JSON-line logs back into calls: pure functions, no I/O.
 
-A line is one of ours when it is a JSON object with a string `ts`, a `service` of `dispatcher` or
-`agent` and a fixed, dotted `event` name (`persona.resolved`). Anything else (plain text,
-livekit-server's own JSON, stdlib records whose `event` is free text) is foreign: counted, skipped.
+A line is one of ours when it is a JSON object with a string `ts`, a `service` of `dispatcher`,
+`agent` or `manual-dispatch` and a fixed, dotted `event` name (`persona.resolved`). Anything else
+(plain text, livekit-server's own JSON, stdlib records whose `event` is free text) is foreign:
+counted, skipped.
 
 A call is keyed by `call_id` when a line carries one, else by `room`; lines of both services join
 on either. Lines without `call_id` in a room used by several calls join the latest call that
 started in that room at or before their timestamp.
+
+The services mask phone numbers in every field (`call_******1159_ab12`, caller `******1159`), so
+what an operator types is masked the same way before it is compared: a full number, a room name as
+LiveKit named it, or the last digits of a number all find the call.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +27,10 @@ from typing import Any
 import orjson
 
 from contract.metadata import STATUSES
+from telemetry.logs import redact_text
 
-SERVICES = frozenset({"dispatcher", "agent"})
+# `manual-dispatch`: persona-dispatch-call runs the dispatcher's set-up and logs it alike.
+SERVICES = frozenset({"dispatcher", "agent", "manual-dispatch"})
 ERROR_LEVELS = frozenset({"warning", "error", "critical"})
 PERSONA_STATUSES = STATUSES
 END_EVENTS = frozenset({"call.ended", "room.released"})
@@ -37,6 +45,9 @@ CONTEXT_KEYS = frozenset(
 )
 
 _RELATIVE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The caller's number inside a room name (`call_<number>_<suffix>`, LiveKit's individual dispatch
+# rule), masked (`******1159`) or not: a call whose lines name no caller is still found by it.
+_ROOM_NUMBER = re.compile(r"(?<![A-Za-z0-9*])\+?(\*+\d{4}|\d{6,15})(?![A-Za-z0-9])")
 
 
 @dataclass(slots=True)
@@ -118,7 +129,14 @@ def caller_matches(caller: str | None, suffix: str) -> bool:
     visible = caller.lstrip("*")
     if len(suffix) <= len(visible):
         return visible.endswith(suffix)
-    return suffix.endswith(visible) and len(suffix) <= len(caller)
+    # A typed number may carry a country code (1-3 digits) that the logged one does not.
+    return suffix.endswith(visible) and len(suffix) <= len(caller) + 3
+
+
+def number_in_room(room: str | None) -> str | None:
+    """The (masked) number a room name carries, if any."""
+    m = _ROOM_NUMBER.search(room or "")
+    return m.group(1) if m else None
 
 
 @dataclass(slots=True, eq=False)
@@ -154,6 +172,10 @@ class Call:
     @property
     def ended(self) -> bool:
         return self.end_reason is not None
+
+    def from_number(self, suffix: str) -> bool:
+        """Whether the call's caller (or, without one, its room's number) ends in `suffix`."""
+        return caller_matches(self.caller or number_in_room(self.room), suffix)
 
     def fold(self, rec: Record) -> None:
         """Update this call with one of its records."""
@@ -255,7 +277,7 @@ class CallFilter:
         return self.caller is not None or self.status is not None or self.errors_only
 
     def __call__(self, call: Call) -> bool:
-        if self.caller is not None and not caller_matches(call.caller, self.caller):
+        if self.caller is not None and not call.from_number(self.caller):
             return False
         if self.status is not None and call.persona_status != self.status:
             return False
@@ -353,10 +375,12 @@ class Inspector:
         return sorted(calls, key=lambda c: c.first_t)
 
     def find(self, selector: str) -> list[Call]:
-        """The calls a `show` selector names: a call_id, a room, or a number suffix."""
-        found = [c for c in self.calls if selector in (c.call_id, c.room)]
+        """The calls a `show` selector names: a call_id, a room (as LiveKit named it, or as the
+        logs masked it), or the digits a number ends with (up to the whole number)."""
+        named = {selector, redact_text(selector)}
+        found = [c for c in self.calls if c.call_id in named or c.room in named]
         if not found and selector.isdigit():
-            found = [c for c in self.calls if caller_matches(c.caller, selector)]
+            found = [c for c in self.calls if c.from_number(selector)]
         return sorted(found, key=lambda c: c.first_t)
 
 

@@ -45,7 +45,7 @@ CALL_COLUMNS = (
 )
 # Widths used when rows are printed as they come (`--follow`) and cannot be measured first.
 FOLLOW_WIDTHS = (24, 12, 28, 14, 16, 8, 10, 5, 6)
-FOLLOW_SHOW_WIDTHS = (9, 10, 7, 22, 0)
+FOLLOW_SHOW_WIDTHS = (9, 15, 7, 22, 0)
 NUMERIC = frozenset({"SETUP_MS", "ERRORS", "OFFSET_MS", "CALLS", "COUNT"})
 
 

@@ -2,7 +2,8 @@
 
 It runs the webhook path's own set-up (`SetupGuard` around `CallSetup.run`) for a fresh or given
 room, then prints what happened and a join token so that a person can talk to the agent from a web
-client.
+client. The set-up logs the events the service logs, as JSON lines, to MANUAL_DISPATCH_LOG, where
+`persona-logs` reads the call's story beside the dispatcher's and the agent's logs.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import orjson
+import structlog
 from livekit import api
 
 from config.env import read_environment
@@ -39,10 +42,13 @@ from dispatcher.livekit_api import (
     livekit_call,
 )
 from dispatcher.persona_resolver import Resolution
-from dispatcher.service import number_format, open_clients
-from telemetry.logs import configure_logging
+from dispatcher.service import number_format, open_clients, open_resolver
+from telemetry.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
 
 TEST_NUMBER = "8655701159"
+SERVICE = "manual-dispatch"
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -68,6 +74,7 @@ class Outcome:
     metadata_bytes: int
     token: str | None
     total_ms: float
+    log_path: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         r = self.resolution
@@ -92,6 +99,7 @@ class Outcome:
             else {"persona": r.duration_ms if r else 0},
             "total_ms": round(self.total_ms, 1),
             "token": self.token,
+            "log": str(self.log_path) if self.log_path else None,
         }
 
 
@@ -122,10 +130,9 @@ def join_token(settings: Settings, room: str, number: str) -> str:
     )
 
 
-async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outcome:
-    """Resolve (dry run) or set up the call exactly as the webhook path does."""
-    started = time.perf_counter()
-    party = CallParty(
+def caller_party(number: str) -> CallParty:
+    """The SIP participant livekit-sip would bring in for a call from `number`."""
+    return CallParty(
         identity=f"sip_{number}",
         attributes={
             ATTR_CALLER: number,
@@ -133,28 +140,49 @@ async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outc
             ATTR_CALL_ID: f"manual_{uuid.uuid4().hex[:12]}",
         },
     )
+
+
+async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outcome:
+    """Resolve (dry run) or set up the call exactly as the webhook path does."""
+    if dry_run:
+        return await resolve_only(settings, number, room)
+    return await set_up(settings, number, room)
+
+
+async def resolve_only(settings: Settings, number: str, room: str) -> Outcome:
+    """The persona the call would get and its metadata's size; LiveKit is never touched (nor
+    needs to be configured)."""
+    started = time.perf_counter()
+    party = caller_party(number)
+    async with open_resolver(settings) as resolver:
+        numbers = detect_numbers(party, room, "", settings.persona_lookup, number_format(settings))
+        resolution = await resolver.resolve(numbers)
+    encoded = encode_room_metadata("", resolution.metadata(), settings.metadata_budget_bytes)
+    size = len(encoded.encode())
+    return Outcome(number, room, resolution, None, size, None, _ms(started))
+
+
+async def set_up(settings: Settings, number: str, room: str) -> Outcome:
+    """The room created if needed, then the webhook path's own set-up for it, logged as the
+    service logs a webhook's (bound to the room and call id, so the call's lines join)."""
+    started = time.perf_counter()
+    party = caller_party(number)
+    join = CallJoin(f"manual_{uuid.uuid4().hex}", room, "", party)
+    structlog.contextvars.bind_contextvars(event_id=join.event_id, room=room, call_id=join.call_id)
+    log.info("manual_dispatch.started", agent_name=settings.agent_name)
     async with open_clients(settings) as clients:
-        if dry_run:
-            numbers = detect_numbers(
-                party, room, "", settings.persona_lookup, number_format(settings)
-            )
-            resolution = await clients.resolver.resolve(numbers)
-            encoded = encode_room_metadata(
-                "", resolution.metadata(), settings.metadata_budget_bytes
-            )
-            size = len(encoded.encode())
-            return Outcome(number, room, resolution, None, size, None, _ms(started))
         try:
             await livekit_call(
                 "create_room",
                 clients.livekit.room.create_room(api.CreateRoomRequest(name=room)),
                 settings.livekit.api_timeout_s,
             )
-            join = CallJoin(f"manual_{uuid.uuid4().hex}", room, "", party)
             result = await clients.setup.handle_join(join)
         except LiveKitNotFound:
+            log.info("manual_dispatch.room_gone")
             raise CommandError(f"room {room} closed during set-up", EXIT_LIVEKIT) from None
         except LiveKitError as e:
+            log.error("call.setup_failed", error=str(e), step=e.step, livekit_status=e.status)
             raise _livekit_error(e, settings.livekit.url) from None
         token = join_token(settings, room, number)
         return Outcome(number, room, None, result, result.metadata_bytes, token, _ms(started))
@@ -199,13 +227,29 @@ def render(o: Outcome, settings: Settings) -> str:
             f"join          {settings.livekit.url}  room {o.room}",
             f"token         {o.token}",
         ]
+    if o.log_path:
+        lines.append(f"log           {o.log_path}")
     return "\n".join(lines)
+
+
+def open_set_up_log(path: Path) -> TextIO | None:
+    """The set-up log opened for appending, or None (said on stderr) when it cannot be: the
+    command's own log is never a reason for the command to fail."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a", encoding="utf-8", buffering=1)
+    except OSError as e:
+        print(
+            f"warning: cannot write {path} ({e.strerror or e}); logging to stderr", file=sys.stderr
+        )
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings(read_environment(args.env_file))
+        # A dry run touches nothing of LiveKit: right after a clone it needs no settings at all.
+        settings = load_settings(read_environment(args.env_file), livekit=not args.dry_run)
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETTINGS
@@ -217,13 +261,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent:
         settings = replace(settings, agent_name=args.agent)
     room = args.room or f"call_{number}_{uuid.uuid4().hex[:6]}"
-    # Keep stdout for the summary; structured logs of the set-up go to stderr.
-    configure_logging("warning", settings.logs.format, service="manual-dispatch", stream=sys.stderr)
+    # stdout is for the summary. A set-up's story goes to its log as JSON lines (what
+    # persona-logs reads); a dry run, or a log that cannot be opened, warns on stderr instead.
+    log_file = None if args.dry_run else open_set_up_log(settings.manual_dispatch_log)
+    if log_file is not None:
+        configure_logging(
+            settings.logs.level,
+            "json",
+            service=SERVICE,
+            stream=log_file,
+            unmasked=settings.logs.unmasked,
+        )
+    else:
+        configure_logging(
+            "warning",
+            settings.logs.format,
+            service=SERVICE,
+            stream=sys.stderr,
+            unmasked=settings.logs.unmasked,
+        )
     try:
         outcome = asyncio.run(run(settings, number, room, args.dry_run))
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    finally:
+        if log_file is not None:
+            log_file.close()
+    if log_file is not None:
+        outcome = replace(outcome, log_path=settings.manual_dispatch_log)
     if args.json:
         print(orjson.dumps(outcome.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             "LIVEKIT_API_KEY": os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
             "LIVEKIT_API_SECRET": os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
             "PERSONA_API_BASE": args.persona_api,
+            # persona-dispatch-call's set-up log, beside the dispatcher's, for persona-logs.
+            "MANUAL_DISPATCH_LOG": str(logs / "manual-dispatch.log"),
         }
         # The operator tools read the same settings from this file (`--env-file`).
         args.env_file.parent.mkdir(parents=True, exist_ok=True)

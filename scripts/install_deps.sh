@@ -2,8 +2,9 @@
 # Installs everything the service and its tests need, idempotently:
 #   - a virtualenv in .venv with the project and its dev extras;
 #   - the pinned livekit-server, built once with `go install` and cached outside the checkout;
-#   - for SIP calls: Debian's redis-server, sipp (sip-tester) and the cgo libraries livekit-sip
-#     links (apt-get, as root, only when one is missing), and the pinned livekit-sip, cached too:
+#   - for SIP calls and scaling out: Debian's redis-server, sipp (sip-tester), haproxy and the cgo
+#     libraries livekit-sip links (apt-get, as root, only when one is missing), and the pinned
+#     livekit-sip, cached too:
 #     `go install`, or where the Go module proxy refuses it, built from LIVEKIT_SIP_SOURCE.
 # Usage: scripts/install_deps.sh [--python-only | --no-sip]
 set -euo pipefail
@@ -56,10 +57,12 @@ install_go_binary livekit-server "$LIVEKIT_SERVER_VERSION" github.com/livekit/li
 
 [ "${1:-}" = "--no-sip" ] && exit 0
 
-# ---- SIP: Redis, sipp, livekit-sip ------------------------------------------------------------
-# Debian packages: redis-server (livekit-server's SIP API and livekit-sip share it), sip-tester
-# (sipp, the SIP client of the e2e tests) and what livekit-sip's cgo audio code links against.
-sip_packages=(redis-server sip-tester pkg-config libopus-dev libopusfile-dev libsoxr-dev)
+# ---- SIP and scaling out: Redis, sipp, HAProxy, livekit-sip ------------------------------------
+# Debian packages: redis-server (livekit-server's SIP API and distributed mode, livekit-sip and
+# the dispatchers' shared persona cache use it), sip-tester (sipp, the SIP client of the e2e
+# tests), haproxy (the load balancer in front of dispatcher replicas, in the distributed tests and
+# benchmarks) and what livekit-sip's cgo audio code links against.
+sip_packages=(redis-server sip-tester haproxy pkg-config libopus-dev libopusfile-dev libsoxr-dev)
 missing=()
 for p in "${sip_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -13,13 +14,45 @@ import structlog
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-def mask_number(number: str | None, *, unmasked: bool = False) -> str | None:
-    """`8655701159` -> `******1159`: logs keep the last four digits only."""
-    if number is None or unmasked:
-        return number
-    if len(number) <= 4:
-        return "*" * len(number)
-    return "*" * (len(number) - 4) + number[-4:]
+# A phone number inside any text: 6-15 digits, `+` allowed in front, that no letter, digit or
+# decimal point touches. So `call_8655701159_ab12` (the rooms LiveKit's individual dispatch rule
+# names), `sip_+918655701159`, `user-mapping/num_8655701159.json` and `tel:8655701159` are
+# masked, while ids such as `SCL_e78353174e03` and the fraction of an ISO time are not.
+_NUMBER = re.compile(r"(?<![A-Za-z0-9.])(\+?)(\d{6,15})(?![A-Za-z0-9]|\.\d)")
+# Never personal data, and parsed by readers as written.
+_NOT_REDACTED = frozenset({"ts"})
+
+
+def _masked(m: re.Match[str]) -> str:
+    digits = m.group(2)
+    return m.group(1) + "*" * (len(digits) - 4) + digits[-4:]
+
+
+def redact_text(text: str) -> str:
+    """`text` with every phone number in it masked to its last four digits (`******1159`)."""
+    return _NUMBER.sub(_masked, text)
+
+
+def redact(value: Any) -> Any:
+    """`value` with the phone numbers in its strings masked, however deep they sit."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: v if k in _NOT_REDACTED else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def redact_numbers(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The processor that keeps phone numbers out of every field of every log line: room names,
+    identities, file paths and attribute values carry them, not only `caller`."""
+    for key, value in event_dict.items():
+        if key not in _NOT_REDACTED:
+            event_dict[key] = redact(value)
+    return event_dict
 
 
 def _orjson_dumps(obj: Any, default: Any) -> str:
@@ -43,13 +76,15 @@ def configure_logging(
     stream: TextIO | None = None,
     through_stdlib: bool = False,
     cache: bool = True,
+    unmasked: bool = False,
 ) -> None:
     """Configure structlog to write one JSON object per line, and render stdlib records alike.
 
     `through_stdlib` routes structlog events through stdlib logging: the agent worker needs it,
     since livekit-agents forwards its job processes' stdlib records to the parent. The
     dispatcher writes directly, which costs a fraction of the time per event. `cache=False`
-    lets tests reconfigure the output of loggers already in use.
+    lets tests reconfigure the output of loggers already in use. Phone numbers are masked in every
+    field, of our events and of stdlib records alike, unless `unmasked` (LOG_UNMASKED).
     """
     stream = stream or sys.stdout
     numeric = _LEVELS.get(level, 20)
@@ -58,6 +93,8 @@ def configure_logging(
         renderer: Any = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    # Last before rendering: after the exception is formatted, which may quote a number too.
+    redaction = [] if unmasked else [redact_numbers]
 
     if through_stdlib:
         structlog.configure(
@@ -72,7 +109,7 @@ def configure_logging(
         )
     else:
         structlog.configure(
-            processors=[*shared, structlog.processors.format_exc_info, renderer],
+            processors=[*shared, structlog.processors.format_exc_info, *redaction, renderer],
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             logger_factory=structlog.WriteLoggerFactory(file=stream),
             cache_logger_on_first_use=cache,
@@ -82,6 +119,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            *redaction,
             renderer,
         ],
     )
@@ -123,7 +161,7 @@ def get_logger(name: str | None = None) -> Any:
 def configure_forwarded_logging(level: str = "info", *, service: str = "agent") -> None:
     """Configure structlog in a livekit-agents job process, whose root handler forwards stdlib
     records to the worker process: events become plain records (event name as the message,
-    fields as `extra`) that the worker's `configure_logging` formatter renders."""
+    fields as `extra`) that the worker's `configure_logging` formatter renders, and redacts."""
     numeric = _LEVELS.get(level, 20)
     structlog.configure(
         processors=[

@@ -86,6 +86,8 @@ def make_settings(
             "USER_MAPPING_DIR": str(mapping),
             "PERSONA_DEADLINE_S": "2",
             "PERSONA_ATTEMPT_TIMEOUT_S": "0.5",
+            # The reconciler lists rooms at start-up: on only where a test asks for it.
+            "RECONCILE_INTERVAL_S": "0",
         }
         base.update(env)
         return load_settings(base)
@@ -97,6 +99,7 @@ MARKED_DIRECTORIES = {
     "integration": pytest.mark.integration,
     "e2e": pytest.mark.e2e,
     "livekit_sip": pytest.mark.livekit_sip,
+    "distributed": pytest.mark.distributed,
 }
 
 
@@ -109,7 +112,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(MARKED_DIRECTORIES[parts[0]])
 
 
-SUMMARY_MARKERS = ("unit", "service", "integration", "livekit_sip", "e2e")
+SUMMARY_MARKERS = ("unit", "service", "integration", "distributed", "livekit_sip", "e2e")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -381,6 +381,7 @@ def test_caller_matches_a_masked_number_by_its_visible_digits() -> None:
     assert caller_matches("******1159", "8655701159")
     assert not caller_matches("******1159", "1158")
     assert not caller_matches("******1159", "123458655701159")
+    assert caller_matches("******1159", "918655701159")  # typed with its country code
     assert not caller_matches(None, "1159")
 
 

@@ -21,6 +21,7 @@ from tests.conftest import ROOT, LogCapture
 from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
 from tests.harness.signing import participant_joined, room_event, sign
+from tests.harness.stack import eventually
 from webhooks.app import create_app
 from webhooks.keys import CALL_SETUP
 
@@ -298,11 +299,52 @@ async def test_shutdown_lets_a_running_set_up_finish(
     assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
 
 
-async def test_health_and_readiness(client: Client) -> None:
+async def test_health_and_readiness(client: Client, fake_lk: FakeLiveKit) -> None:
     assert (await client.get("/healthz")).status == 200
     resp = await client.get("/readyz")
     assert resp.status == 200
-    assert (await resp.json())["ready"] is True
+    answer = await resp.json()
+    assert answer["ready"] is True
+    assert answer["persona_cache"] == "local"  # no PERSONA_CACHE_URL: this process's own
+    assert fake_lk.calls == ["ListRooms"]  # LiveKit was asked, with our keys
+
+
+async def test_readiness_checks_livekit_at_most_every_few_seconds(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    """A LiveKit failure makes /readyz 503 with the reason; probes within the check's lifetime
+    are answered from it, without asking LiveKit again."""
+    fake_lk.fail["ListRooms"] = 500
+    answers = [await client.get("/readyz") for _ in range(3)]
+    assert [r.status for r in answers] == [503, 503, 503]
+    assert (await answers[0].json())["reason"].startswith("livekit: list_rooms")
+    assert fake_lk.calls == ["ListRooms"]
+
+
+async def test_draining_refuses_new_webhooks_while_a_running_set_up_finishes(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
+) -> None:
+    """Shutdown starts with draining: a new webhook gets 503 (LiveKit redelivers it), /readyz
+    503, and the set-up already running still dispatches its agent."""
+    fake_lk.add_room("call_1")
+    fake_lk.add_room("call_2")
+    persona_state.delay_s = 0.3  # keeps call_1's set-up running
+    running = asyncio.create_task(post(client, participant_joined("call_1")))
+    await eventually(lambda: persona_state.requests, 60, "call_1's set-up to start", 0.01)
+    await client.app.shutdown()  # aiohttp's first step on SIGTERM (on_shutdown)
+    status, answer = await post(client, participant_joined("call_2"))
+    assert (status, answer) == (503, {"error": "draining"})
+    ready = await client.get("/readyz")
+    assert (ready.status, await ready.json()) == (
+        503,
+        {"ready": False, "reason": "draining", "persona_cache": "local"},
+    )
+    status, answer = await running
+    assert (status, answer["status"]) == (200, "dispatched")
+    assert len(fake_lk.agent_dispatches("call_1", "friday")) == 1
+    assert fake_lk.agent_dispatches("call_2", "friday") == []
+    assert fake_lk.rooms["call_2"] == ""  # call_2 was not set up at all
+    assert logs.named("webhook.rejected")[0]["reason"] == "draining"
 
 
 # --- exactly one dispatch --------------------------------------------------------------------

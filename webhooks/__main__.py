@@ -18,7 +18,12 @@ def main() -> None:
     except SettingsError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.logs.level, settings.logs.format, service="dispatcher")
+    configure_logging(
+        settings.logs.level,
+        settings.logs.format,
+        service="dispatcher",
+        unmasked=settings.logs.unmasked,
+    )
     get_logger(__name__).info(
         "service.starting",
         host=settings.host,

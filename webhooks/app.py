@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from livekit import api
 
 from config.settings import Settings
-from dispatcher.service import open_clients
+from dispatcher.livekit_api import check_access
+from dispatcher.service import build_reconciler, open_clients
 from webhooks import handlers
-from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
+from webhooks.keys import CALL_SETUP, METRICS, PERSONA_STORE, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
+from webhooks.readiness import READY_CHECK_S, Readiness
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_clients(settings) as clients:
         app[CALL_SETUP] = clients.setup
+        app[METRICS] = clients.metrics
+        app[PERSONA_STORE] = clients.store
         app[RECEIVER] = api.WebhookReceiver(
             api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)
         )
+        readiness = app[READINESS] = Readiness(
+            # Bounded below a balancer's health-check timeout (config/haproxy.cfg: 3 s).
+            functools.partial(
+                check_access, clients.livekit, min(settings.livekit.api_timeout_s, READY_CHECK_S)
+            )
+        )
+        reconciler = build_reconciler(settings, clients)
+        task = asyncio.create_task(reconciler.run(), name="reconciler") if reconciler else None
+        if task is not None:
+            # A replica shutting down takes on no more repairs, and gives up the reconciler's
+            # lease to the others; repairs it started are set-ups in flight, which finish.
+            readiness.when_draining(task.cancel)
         yield
+        # Already draining since on_shutdown; in case the app is cleaned up without it.
+        readiness.start_draining()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    # Leaving open_clients waited for the set-ups in flight (SetupGuard.drain).
+
+
+async def _start_draining(app: web.Application) -> None:
+    """First step of shutdown (aiohttp's on_shutdown, before handlers are awaited and clients
+    closed): new webhooks get 503 and LiveKit redelivers them; running set-ups finish."""
+    if READINESS in app:
+        app[READINESS].start_draining()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -31,7 +62,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_clients)
+    app.on_shutdown.append(_start_draining)
     app.router.add_post("/webhooks/livekit", handlers.livekit_webhook)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
     return app

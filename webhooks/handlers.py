@@ -14,7 +14,16 @@ from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
 from dispatcher.service import number_format
 from telemetry.logs import get_logger
-from webhooks.keys import CALL_SETUP, RECEIVER, SETTINGS
+from webhooks.keys import (
+    ANSWER,
+    CALL_SETUP,
+    EVENT_TYPE,
+    METRICS,
+    PERSONA_STORE,
+    READINESS,
+    RECEIVER,
+    SETTINGS,
+)
 from webhooks.verify import verify_webhook
 
 log = get_logger(__name__)
@@ -29,11 +38,13 @@ def _ms(started: float) -> float:
 async def livekit_webhook(request: web.Request) -> web.Response:
     """`POST /webhooks/livekit`: verify, route, and answer once the call's dispatch exists."""
     started = time.perf_counter()
+    request.app[READINESS].refuse_if_draining()
     limit = request.app[SETTINGS].webhook_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.read()
     event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
+    request[EVENT_TYPE] = event.event
     has_participant = event.HasField("participant")
     participant = event.participant
     structlog.contextvars.bind_contextvars(
@@ -57,6 +68,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         if call_setup_mode(event.room.metadata) == "off":
             # Another route's call (its dispatch rule sends its own agent).
             log.info("webhook.ignored", event_type=event.event, reason="call set-up off")
+            request[ANSWER] = "ignored"
             return web.json_response({"status": "ignored"})
         call = CallJoin.of_webhook(event)
     elif event.event == "room_started":
@@ -69,9 +81,10 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     if call is not None:
         # The caller's join after a set-up begun with the room shares that set-up (SetupGuard).
         result = await guard.handle_join(call)
+        request[ANSWER] = "dispatched" if result.dispatched else result.reason
         return web.json_response(
             {
-                "status": "dispatched" if result.dispatched else result.reason,
+                "status": request[ANSWER],
                 "dispatch_id": result.dispatch_id,
                 "persona_status": result.status,
                 "persona_source": result.source,
@@ -82,10 +95,12 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
         released = guard.release(event.room.name)
         log.info("room.released", reason=event.event, held=released)
+        request[ANSWER] = "released"
         return web.json_response({"status": "released", "held": released})
 
     reason = "not a SIP participant" if event.event.startswith("participant") else "event type"
     log.info("webhook.ignored", event_type=event.event, reason=reason)
+    request[ANSWER] = "ignored"
     return web.json_response({"status": "ignored"})
 
 
@@ -95,6 +110,21 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the clients exist (the app finished starting)."""
-    ready = CALL_SETUP in request.app
-    return web.json_response({"ready": ready}, status=200 if ready else 503)
+    """Readiness: a call can be set up now (LiveKit answers with our keys, not draining). Also
+    says which persona cache serves: `local`, `shared`, or `shared_unavailable` (Redis down:
+    calls still work, each replica asking the CRM on its own)."""
+    readiness = request.app.get(READINESS)
+    reason = "starting" if readiness is None else await readiness.not_ready_because()
+    store = request.app.get(PERSONA_STORE)
+    cache = store.state() if store is not None else None
+    if reason is not None:
+        return web.json_response(
+            {"ready": False, "reason": reason, "persona_cache": cache}, status=503
+        )
+    return web.json_response({"ready": True, "persona_cache": cache})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """`GET /metrics`: Prometheus' text format."""
+    m = request.app[METRICS]
+    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})

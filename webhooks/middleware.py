@@ -10,6 +10,8 @@ from aiohttp.typedefs import Handler
 
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound
 from telemetry.logs import get_logger
+from webhooks.keys import ANSWER, EVENT_TYPE, METRICS
+from webhooks.readiness import ServiceDraining
 from webhooks.verify import WebhookAuthError, WebhookPayloadError
 
 log = get_logger(__name__)
@@ -19,9 +21,13 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-def _reject(status: int, reason: str, started: float) -> web.Response:
+def _reject(request: web.Request, status: int, reason: str, started: float) -> web.Response:
     log.warning("webhook.rejected", status=status, reason=reason, duration_ms=_ms(started))
+    request[ANSWER] = _ANSWERS[status]
     return web.json_response({"error": reason}, status=status)
+
+
+_ANSWERS = {400: "bad_request", 401: "unauthorized", 413: "too_large", 503: "draining"}
 
 
 @web.middleware
@@ -31,14 +37,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except WebhookAuthError as e:
-        return _reject(401, f"unauthorized: {e}", started)
+        return _reject(request, 401, f"unauthorized: {e}", started)
     except WebhookPayloadError as e:
-        return _reject(400, f"bad request: {e}", started)
+        return _reject(request, 400, f"bad request: {e}", started)
     except web.HTTPRequestEntityTooLarge:
-        return _reject(413, "body too large", started)
+        return _reject(request, 413, "body too large", started)
+    except ServiceDraining:
+        # 5xx: LiveKit delivers it again, to a replica that is not shutting down.
+        return _reject(request, 503, "draining", started)
     except LiveKitNotFound as e:
         # The room closed before its call was set up: nothing to redeliver.
         log.info("webhook.ignored", event_type="participant_joined", reason=f"room gone ({e.step})")
+        request[ANSWER] = "room_gone"
         return web.json_response({"status": "room_gone"})
     except LiveKitError as e:
         # 5xx makes LiveKit redeliver the webhook (it does not retry 4xx).
@@ -49,11 +59,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             livekit_status=e.status,
             duration_ms=_ms(started),
         )
+        request[ANSWER] = "livekit_unavailable"
         return web.json_response({"error": "livekit unavailable", "step": e.step}, status=503)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("webhook.unhandled_error")
+        request[ANSWER] = "internal_error"
         return web.json_response({"error": "internal error"}, status=500)
     finally:
         structlog.contextvars.clear_contextvars()
+        answer = request.get(ANSWER)
+        if answer is not None and METRICS in request.app:
+            event = request.get(EVENT_TYPE) or "unknown"
+            request.app[METRICS].webhooks.labels(event, answer).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,47 @@ LIBRARIAN = Persona(
     welcome=None,
     closing="Thank you for calling the library.",
 )
+
+
+def contract_metadata(
+    persona: Persona,
+    *,
+    status: str = "loaded",
+    source: str = "api",
+    caller: str | None = "919876543210",
+    call_id: str | None = "SCL_1",
+    other: dict[str, Any] | None = None,
+) -> str:
+    """Room metadata holding `persona` as shared/CONTRACT.md documents version 1, spelled out here
+    field by field: the agent's tests must not build it with the contract module they exercise,
+    or a change to its encoder would pass unnoticed. `other` keys sit beside `persona`."""
+    return json.dumps(
+        {
+            **(other or {}),
+            "persona": {
+                "version": 1,
+                "status": status,
+                "source": source,
+                "caller": caller,
+                "lookup": "caller",
+                "call_id": call_id,
+                "persona_id": persona.persona_id,
+                "name": persona.name,
+                "instructions": persona.instructions,
+                "welcome": persona.welcome,
+                "closing": persona.closing,
+                "voice": persona.voice,
+                "language": persona.language,
+                "config": {},
+                "resolved_at": "2026-01-01T00:00:00.000Z",
+            },
+        }
+    )
+
+
+def contract_dispatch_metadata(caller: str | None, call_id: str | None) -> str:
+    """The dispatch's own metadata as CONTRACT.md documents it."""
+    return json.dumps({"caller": caller, "call_id": call_id, "persona_version": 1})
 
 
 def loaded(

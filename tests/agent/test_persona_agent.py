@@ -117,7 +117,7 @@ async def test_missing_persona_gives_the_default_persona_and_logs_status_default
         job_room_metadata="", room=room, connect=room.connect, wait_s=0.05
     )
     with capture_logs() as logs:
-        log_applied(applied, room="room-1", unmasked=False)
+        log_applied(applied, room="room-1")
     events = {e["event"]: e for e in logs}
     assert events["persona.applied"]["status"] == "default"
     assert events["persona.applied"]["source"] == "default"

@@ -1,5 +1,6 @@
 """The worker process against a real livekit-server, jobs created as the dispatcher creates them:
-persona written into room metadata, then an explicit dispatch of `AGENT_NAME`."""
+persona written into room metadata (the JSON shared/CONTRACT.md documents, spelled out by the
+test), then an explicit dispatch of `AGENT_NAME`."""
 
 from __future__ import annotations
 
@@ -12,11 +13,24 @@ import pytest
 from livekit import api, rtc
 
 from agent.fakes import FAKE_REPLY
-from contract.metadata import DEFAULT_PERSONA, PersonaMetadata
+from contract.metadata import DEFAULT_PERSONA, Persona
 from devstack.agent_worker import AgentWorker
 from devstack.services import LiveKitServer
-from tests.agent.helpers import LIBRARIAN, PIRATE, loaded, wait_for_records
-from tests.harness.calls import SipCaller, agent_in_room, dispatch_agent, seed_persona, sip_token
+from telemetry.logs import redact_text
+from tests.agent.helpers import (
+    LIBRARIAN,
+    PIRATE,
+    contract_dispatch_metadata,
+    contract_metadata,
+    wait_for_records,
+)
+from tests.harness.calls import (
+    SipCaller,
+    agent_in_room,
+    create_dispatch,
+    sip_token,
+    write_room_metadata,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +62,7 @@ def in_room(
 ) -> Callable[[dict[str, Any]], bool]:
     def match(r: dict[str, Any]) -> bool:
         return (
-            r.get("room") == room
+            r.get("room") in (room, redact_text(room))  # the transcript masks numbers
             and (kind is None or r.get("kind") == kind)
             and (event is None or r.get("event") == event)
         )
@@ -64,9 +78,12 @@ async def say_after_greeting(caller: SipCaller, transcript_log: Path, text: str)
     await caller.room.local_participant.send_text(text, topic="lk.chat")
 
 
-async def call_with_persona(lk: api.LiveKitAPI, room: str, meta: PersonaMetadata) -> None:
-    await seed_persona(lk, room, meta)
-    await dispatch_agent(lk, room, AGENT_NAME, meta)
+async def call_with_persona(
+    lk: api.LiveKitAPI, room: str, persona: Persona, *, call_id: str = "SCL_1"
+) -> None:
+    """What the dispatcher does: the persona into room metadata, then the dispatch."""
+    await write_room_metadata(lk, room, contract_metadata(persona, call_id=call_id))
+    await create_dispatch(lk, room, AGENT_NAME, contract_dispatch_metadata("919876543210", call_id))
 
 
 async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
@@ -77,7 +94,7 @@ async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
     transcript_log: Path,
 ) -> None:
     caller = await join_call(room_name)
-    await call_with_persona(lk_api, room_name, loaded(PIRATE))
+    await call_with_persona(lk_api, room_name, PIRATE)
 
     agent = await caller.wait_for_agent()
     assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
@@ -104,7 +121,7 @@ async def test_agent_greets_the_caller_in_the_persona_read_from_room_metadata(
         ("user", "What does the insurance cover?"),
         ("assistant", FAKE_REPLY),
     ]
-    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona_loaded"))
     assert applied[0]["status"] == "loaded"
     assert applied[0]["read_from"] == "job"
     assert applied[0]["persona_id"] == PIRATE.persona_id
@@ -127,7 +144,7 @@ async def test_two_calls_at_once_get_two_agents_with_two_personas(
     )
     await asyncio.gather(
         *(
-            call_with_persona(lk_api, room, loaded(p, call_id=f"SCL_{i}"))
+            call_with_persona(lk_api, room, p, call_id=f"SCL_{i}")
             for i, (room, p) in enumerate(rooms.items())
         )
     )
@@ -153,15 +170,16 @@ async def test_persona_written_after_the_agent_connected_is_waited_for(
     transcript_log: Path,
 ) -> None:
     await join_call(room_name)
-    meta = loaded(LIBRARIAN)
-    await dispatch_agent(lk_api, room_name, AGENT_NAME, meta)
+    await create_dispatch(
+        lk_api, room_name, AGENT_NAME, contract_dispatch_metadata("919876543210", "SCL_1")
+    )
     await agent_in_room(lk_api, room_name)
     await asyncio.sleep(0.3)
-    await seed_persona(lk_api, room_name, meta)
+    await write_room_metadata(lk_api, room_name, contract_metadata(LIBRARIAN))
 
     requests = await wait_for_records(fake_llm_log, in_room(room_name, "llm"))
     assert requests[0]["instructions"] == LIBRARIAN.instructions
-    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona_loaded"))
     assert applied[0]["read_from"] == "room_update"
     assert applied[0]["status"] == "loaded"
     assert applied[0]["waited_ms"] > 0
@@ -176,21 +194,23 @@ async def test_call_without_a_persona_gets_the_default_persona(
     agent_worker: AgentWorker,
 ) -> None:
     caller = await join_call(room_name, call_id="SCL_none")
-    await dispatch_agent(lk_api, room_name, AGENT_NAME, loaded(PIRATE, call_id="SCL_none"))
+    await create_dispatch(
+        lk_api, room_name, AGENT_NAME, contract_dispatch_metadata("919876543210", "SCL_none")
+    )
     await caller.wait_for_agent()
     await caller.wait_for_sound()
 
     # A non-streaming TTS is fed sentence by sentence.
     spoken = await wait_for_records(fake_llm_log, in_room(room_name, "tts"), count=2)
     assert " ".join(s["text"] for s in spoken) == DEFAULT_PERSONA.welcome
-    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona.applied"))
+    applied = await wait_for_records(transcript_log, in_room(room_name, event="persona_not_found"))
     assert applied[0]["status"] == "default"
     assert applied[0]["read_from"] == "none"
     assert applied[0]["call_id"] == "SCL_none"
     # It gave up after the whole wait, not before (the timer may fire a hair early).
     wait_ms = float(agent_worker.env["AGENT_PERSONA_WAIT_S"]) * 1000
     assert applied[0]["waited_ms"] >= wait_ms - 100
-    logged = [r for r in agent_worker.log_records() if r.get("room") == room_name]
+    logged = agent_worker.log_records(room=room_name)
     assert "persona.missing" in [r["event"] for r in logged]
 
 
@@ -202,7 +222,7 @@ async def test_end_call_speaks_the_closing_line_then_deletes_the_room(
     transcript_log: Path,
 ) -> None:
     caller = await join_call(room_name)
-    await call_with_persona(lk_api, room_name, loaded(PIRATE))
+    await call_with_persona(lk_api, room_name, PIRATE)
     await caller.wait_for_sound()
     disconnected = asyncio.Event()
     caller.room.on("disconnected", lambda *_: disconnected.set())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.logs import read_json_lines
+from telemetry.logs import redact_text
 
 
 def records(path: Path, event: str) -> list[dict[str, Any]]:
@@ -15,5 +16,10 @@ def records(path: Path, event: str) -> list[dict[str, Any]]:
 
 
 def spoken(fake_llm_log: Path, room: str) -> list[str]:
-    """What the agent's fake stack said in `room`, in order (its TTS requests)."""
-    return [r["text"] for r in read_json_lines(fake_llm_log, kind="tts", room=room)]
+    """What the agent's fake stack said in `room` (its real name, or as the logs mask it), in
+    order (its TTS requests; the fake stack's record is not a log and names rooms in full)."""
+    return [
+        r["text"]
+        for r in read_json_lines(fake_llm_log, kind="tts")
+        if room in (r.get("room"), redact_text(str(r.get("room"))))
+    ]

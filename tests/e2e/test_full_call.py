@@ -12,21 +12,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
-from dispatcher.persona_payload import parse_persona_payload
 from tests.e2e.service_logs import records, spoken
+from tests.harness.fixture_personas import PRIYA, one_number_persona
+from tests.harness.room_peer import wait_sip_participant
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
 from tests.harness.stack import Stack, eventually, start_stack
 from tests.harness.timings import percentile
 
 LOG_DIR = ROOT / "var" / "log" / "e2e"
-FIXTURES = ROOT / "tests" / "fixtures" / "personas"
 
 
 @pytest.fixture(scope="module")
@@ -49,28 +48,6 @@ def chain(
     sip.stop()
     stack.stop()
     redis.stop()
-
-
-def persona_for(number: str) -> dict[str, Any]:
-    """A distinct persona per caller for the fake CRM API (the twenty-caller test)."""
-    return {
-        "mobileNo": number,
-        "campaigns": [
-            {
-                "status": "active",
-                "voiceAgents": [
-                    {
-                        "persona": {
-                            "_id": f"prs_{number}",
-                            "name": f"Agent {number[-4:]}",
-                            "personality": f"You only serve the caller {number}.",
-                            "messages": {"welcome": f"Hello caller {number[-4:]}."},
-                        }
-                    }
-                ],
-            }
-        ],
-    }
 
 
 def tts_lines(worker: AgentWorker, room: str) -> list[str]:
@@ -175,8 +152,7 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
     assert [(e["status"], e["read_from"], e["persona_id"]) for e in applied] == [
         ("loaded", "job", "prs_3001")
     ]
-    persona = parse_persona_payload(orjson.loads((FIXTURES / "num_8655701159.json").read_bytes()))
-    assert " ".join(tts_lines(worker, room)[:2]) == persona.welcome
+    assert " ".join(tts_lines(worker, room)[:2]) == PRIYA.welcome
 
     # After the BYE: the SIP participant left, the room closed, the dispatcher holds nothing.
     released = await eventually(
@@ -198,7 +174,7 @@ async def test_twenty_calls_each_get_their_own_persona(
     calls = [Call(c.caller, sip.trunk_number) for c in read_injection()]
     numbers = [c.caller for c in calls]
     assert len(set(numbers)) == 20
-    stack.persona_control(extra={n: persona_for(n) for n in numbers})
+    stack.persona_control(extra={n: one_number_persona(n) for n in numbers})
     result, started = await run_calls(sip, calls, concurrent, 2.0 if concurrent > 1 else 0.5)
     assert result.successful == 20, result.summary()
 
@@ -234,3 +210,50 @@ async def test_unknown_number_is_answered_with_the_default_persona(
         e for e in records(worker.log_path, "persona.applied") if e["room"] == resolved[0]["room"]
     ]
     assert [e["status"] for e in applied] == ["default"]
+
+
+async def test_a_call_whose_webhook_was_lost_is_answered_by_its_persona(
+    chain: tuple[Stack, SipStack, AgentWorker],
+) -> None:
+    """The dispatcher is down while a real call rings in, so livekit-server's webhook for it is
+    lost. A dispatcher then starts on an address no webhook reaches: only its reconciler can find
+    the call. The caller is answered by the agent speaking 9000000002's persona.
+
+    (LiveKit would redeliver to the same address for about 15 s; a dispatcher on an address
+    no webhook reaches is a lost webhook for certain, without waiting that out.)"""
+    stack, sip, worker = chain
+    stack.persona_control()
+    caller = "9000000002"
+    stack.dispatcher.stop()
+    replacement = stack.unhooked_dispatcher(LOG_DIR / "dispatcher-unhooked.log")
+    lk = sip.api()
+    try:
+        run = sip.sipp([Call(caller, sip.trunk_number)], rtp_seconds=1.0, timeout=120)
+        invited = time.monotonic()
+        run.start()
+        try:
+            join = await wait_sip_participant(
+                lk, caller, since=invited, sip_call_id=run.call_id(1), within_s=60
+            )
+            replacement.start()
+            result = await asyncio.to_thread(run.wait)
+        finally:
+            run.stop()
+        assert result.successful == 1, result.summary()
+        [repair] = [
+            e for e in records(replacement.log_path, "call.repaired") if e["room"] == join.room
+        ]
+        assert repair["cause"] == "lost_webhook"
+        applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == join.room]
+        # tests/fixtures/personas/num_9000000002.json: its active campaign's agent is Meera.
+        assert [(e["status"], e["persona_id"]) for e in applied] == [("loaded", "prs_festive")]
+        welcome = "Hello! Meera here from Xeny Bank with a festive offer for you."
+        assert " ".join(tts_lines(worker, join.room))[: len(welcome)] == welcome
+        # The stopped dispatcher, the one livekit-server sends webhooks to, never saw this call.
+        seen = [e["room"] for e in records(stack.dispatcher_log, "call.caller_detected")]
+        assert join.room not in seen
+    finally:
+        await lk.aclose()
+        replacement.stop()
+        stack.extra.remove(replacement)
+        stack.dispatcher.start()

@@ -1,8 +1,10 @@
 """Simulated phone calls against a real livekit-server, for tests and benches.
 
 A `SipCaller` joins with a `kind=sip` token and the attributes livekit-sip sets, and records when
-the agent joins and when its first audio frames arrive. `seed_persona` + `dispatch_agent` do what
-the dispatcher does for a call (write the persona into room metadata, then dispatch).
+the agent joins and when its first audio frames arrive. `write_room_metadata` + `create_dispatch`
+put a call's room in the state the dispatcher leaves it in, from metadata the caller spells out
+(tests/agent/helpers.py writes it as shared/CONTRACT.md documents it, not with the contract
+module, so that the agent is tested against the contract rather than against its own encoder).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import api, rtc
 
-from contract.metadata import PersonaMetadata, dispatch_metadata, encode_room_metadata
 from devstack.services import LiveKitServer
 
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
@@ -46,24 +47,17 @@ def livekit_api(server: LiveKitServer) -> api.LiveKitAPI:
     return api.LiveKitAPI(server.http_url, server.config.api_key, server.config.api_secret)
 
 
-async def seed_persona(
-    lk: api.LiveKitAPI, room: str, meta: PersonaMetadata, budget: int = 60_000
-) -> str:
-    """Write `meta` into the (existing) room's metadata, keeping what it held; returns the JSON."""
-    rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
-    existing = rooms.rooms[0].metadata if rooms.rooms else ""
-    encoded = encode_room_metadata(existing, meta, budget)
-    await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room, metadata=encoded))
-    return encoded
+async def write_room_metadata(lk: api.LiveKitAPI, room: str, metadata: str) -> None:
+    """The (existing) room's metadata, replaced by `metadata` with UpdateRoomMetadata."""
+    await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room, metadata=metadata))
 
 
-async def dispatch_agent(
-    lk: api.LiveKitAPI, room: str, agent_name: str, meta: PersonaMetadata
+async def create_dispatch(
+    lk: api.LiveKitAPI, room: str, agent_name: str, metadata: str
 ) -> api.AgentDispatch:
+    """A dispatch of `agent_name` to `room` carrying `metadata`, as CreateDispatch makes it."""
     return await lk.agent_dispatch.create_dispatch(
-        api.CreateAgentDispatchRequest(
-            agent_name=agent_name, room=room, metadata=dispatch_metadata(meta)
-        )
+        api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
     )
 
 

@@ -15,14 +15,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from livekit import api, rtc
 
 from contract.metadata import PersonaMetadata, decode_persona_metadata
-from devstack.logs import read_json_lines
+from devstack.logs import read_log_events
 from devstack.processes import ROOT, ManagedProcess, free_port
-from devstack.services import LiveKitServer, start_dispatcher, start_livekit_server
+from devstack.services import LiveKitServer, dispatcher_process, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.harness.fake_persona_api import start_fake_persona_api
 
@@ -89,6 +89,7 @@ class Stack:
     persona_api_url: str
     user_mapping: Path
     extra: list[ManagedProcess] = field(default_factory=list)
+    dispatcher_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def dispatcher_log(self) -> Path:
@@ -96,26 +97,25 @@ class Stack:
 
     def persona_control(self, **settings: Any) -> dict[str, Any]:
         """Tell the fake persona API how to behave (delay_s, fail_status, garbage, reset...)."""
-        req = urllib.request.Request(
-            self.persona_api_url + "/_control",
-            data=json.dumps({"reset": True, **settings}).encode(),
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            value: dict[str, Any] = json.loads(resp.read())
-            return value
+        return persona_control(self.persona_api_url, **settings)
 
     def persona_stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.persona_api_url + "/_control", timeout=5) as resp:
-            value: dict[str, Any] = json.loads(resp.read())
-            return value
+        return persona_stats(self.persona_api_url)
 
     def api(self) -> api.LiveKitAPI:
         return api.LiveKitAPI(self.livekit.http_url, DEV_API_KEY, DEV_API_SECRET)
 
     def dispatcher_events(self, **match: Any) -> list[dict[str, Any]]:
-        """The dispatcher's JSON log events whose fields equal `match`."""
-        return read_json_lines(self.dispatcher_log, **match)
+        """The dispatcher's JSON log events whose fields equal `match` (as logged: phone numbers
+        masked, so `room=` takes the room's real name)."""
+        return read_log_events(self.dispatcher_log, **match)
+
+    def unhooked_dispatcher(self, log_path: Path, **env: str) -> ManagedProcess:
+        """One more dispatcher (not started) on a port livekit-server sends no webhook to:
+        whatever it sets up, its reconciler found."""
+        process = dispatcher_process(free_port(), {**self.dispatcher_env, **env}, log_path)
+        self.extra.append(process)
+        return process
 
     def stop(self) -> None:
         for p in [*self.extra, self.dispatcher, self.persona_api]:
@@ -130,10 +130,15 @@ def start_stack(
     dispatcher_env: dict[str, str] | None = None,
     replicas: int = 1,
     redis_address: str | None = None,
+    *,
+    lose_webhooks: bool = False,
+    start_dispatchers: bool = True,
     record_webhooks: bool = True,
 ) -> Stack:
     """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook;
-    the recorder gets a copy of each unless `record_webhooks` is off (a benchmark's server
+    with `lose_webhooks` livekit-server sends them to a port where nothing listens instead (the
+    recorder still gets them). Without `start_dispatchers` they are built but not started. The
+    recorder gets a copy of each webhook unless `record_webhooks` is off (a benchmark's server
     should send what a deployment's sends)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     mapping = work / "user-mapping"
@@ -143,9 +148,10 @@ def start_stack(
     recorder = WebhookRecorder()
     persona = start_fake_persona_api(persona_port, log_dir / "fake-persona-api.log")
     urls = [f"http://127.0.0.1:{p}" for p in ports]
+    hooked = [f"http://127.0.0.1:{free_port()}"] if lose_webhooks else urls
     livekit = start_livekit_server(
         webhook_urls=(
-            *(u + "/webhooks/livekit" for u in urls),
+            *(u + "/webhooks/livekit" for u in hooked),
             *((recorder.url,) if record_webhooks else ()),
         ),
         redis_address=redis_address,
@@ -160,15 +166,21 @@ def start_stack(
         "PERSONA_DEADLINE_S": "3",
         "PERSONA_ATTEMPT_TIMEOUT_S": "2",
         "PERSONA_CACHE_TTL_S": "0.5",
+        # The tests' rooms get no agent unless a test starts a worker: the reconciler leaves
+        # their dispatches alone unless a test asks for a shorter wait.
+        "AGENT_JOIN_TIMEOUT_S": "60",
         "LOG_LEVEL": "info",
         **(dispatcher_env or {}),
     }
     dispatchers = [
-        start_dispatcher(
+        dispatcher_process(
             port, env, log_dir / ("dispatcher.log" if i == 0 else f"dispatcher-{i}.log")
         )
         for i, port in enumerate(ports)
     ]
+    if start_dispatchers:
+        for d in dispatchers:
+            d.start()
     return Stack(
         livekit,
         dispatchers[0],
@@ -178,7 +190,14 @@ def start_stack(
         f"http://127.0.0.1:{persona_port}",
         mapping,
         extra=dispatchers[1:],
+        dispatcher_env=env,
     )
+
+
+def unique_number() -> str:
+    """A caller number no other test uses, so that no cache or file carries state into the test
+    (10 digits starting with 7: valid for the default NumberFormat, in no fixture)."""
+    return "7" + str(uuid.uuid4().int % 10**9).zfill(9)
 
 
 def unique_room(number: str) -> str:
@@ -203,28 +222,59 @@ def participant_token(
     )
 
 
-async def join_sip(stack: Stack, room: str, number: str, *, dialed: str = "+15550100") -> rtc.Room:
-    """A SIP-kind participant as livekit-sip creates it for an inbound call from `number`."""
+def persona_control(base_url: str, **settings: Any) -> dict[str, Any]:
+    """Tell the fake persona API at `base_url` how to behave (delay_s, fail_status, extra...);
+    it is reset first."""
+    req = urllib.request.Request(
+        base_url + "/_control",
+        data=json.dumps({"reset": True, **settings}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        value: dict[str, Any] = json.loads(resp.read())
+        return value
+
+
+def persona_stats(base_url: str) -> dict[str, Any]:
+    """What the fake persona API at `base_url` was asked: requests, per number, last path."""
+    with urllib.request.urlopen(base_url + "/_control", timeout=5) as resp:
+        value: dict[str, Any] = json.loads(resp.read())
+        return value
+
+
+class OnLiveKit(Protocol):
+    """A stack with a livekit-server to join (the integration stack, the two-node cluster)."""
+
+    @property
+    def livekit(self) -> LiveKitServer: ...
+
+
+async def join_sip(
+    stack: OnLiveKit, room: str, number: str, *, dialed: str = "+15550100", via: str | None = None
+) -> rtc.Room:
+    """A SIP-kind participant as livekit-sip creates it for an inbound call from `number`
+    (through the livekit-server at the websocket URL `via`, by default the stack's)."""
     attrs = {
         "sip.phoneNumber": number,
         "sip.trunkPhoneNumber": dialed,
         "sip.callID": f"SCL_{uuid.uuid4().hex[:12]}",
         "sip.callStatus": "ringing",
     }
-    return await join(stack, room, f"sip_{number}", kind="sip", attributes=attrs)
+    return await join(stack, room, f"sip_{number}", kind="sip", attributes=attrs, via=via)
 
 
 async def join(
-    stack: Stack,
+    stack: OnLiveKit,
     room: str,
     identity: str,
     *,
     kind: str = "standard",
     attributes: dict[str, str] | None = None,
+    via: str | None = None,
 ) -> rtc.Room:
     r = rtc.Room()
     token = participant_token(room, identity, kind=kind, attributes=attributes)
-    await r.connect(stack.livekit.ws_url, token)
+    await r.connect(via or stack.livekit.ws_url, token)
     return r
 
 

@@ -8,11 +8,20 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 from livekit import api
 
+from devstack.agent_worker import AgentWorker
 from devstack.processes import ROOT
+from operator_tools.log_inspector_cli import main as persona_logs
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
-from tests.harness.stack import Stack, agent_dispatches, room_persona, unique_room
+from telemetry.logs import redact_text
+from tests.harness.stack import Stack, agent_dispatches, eventually, room_persona, unique_room
+
+
+def set_up_log(stack: Stack) -> str:
+    """Where the command logs its set-ups in these tests: beside the dispatcher's log."""
+    return str(stack.dispatcher_log.parent / "manual-dispatch.log")
 
 
 async def dispatch_call(stack: Stack, *args: str, **env: str) -> tuple[int, str, str]:
@@ -23,6 +32,7 @@ async def dispatch_call(stack: Stack, *args: str, **env: str) -> tuple[int, str,
         "LIVEKIT_API_SECRET": DEV_API_SECRET,
         "PERSONA_API_BASE": stack.persona_api_url + "/mobile",
         "USER_MAPPING_DIR": str(stack.user_mapping),
+        "MANUAL_DISPATCH_LOG": set_up_log(stack),
         **env,
     }
     proc = await asyncio.create_subprocess_exec(
@@ -103,3 +113,46 @@ async def test_bad_inputs_give_one_line_and_distinct_exit_codes(persona_api: Sta
         assert message in err
         assert "Traceback" not in err
         assert out == ""
+
+
+async def test_the_set_up_is_logged_where_persona_logs_reads_it_with_the_agents_lines(
+    persona_api: Stack,
+    lk: api.LiveKitAPI,
+    worker: AgentWorker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command's set-up events (caller, persona, metadata, dispatch) land in its log, so
+    `persona-logs calls` shows the call set up and dispatched, and `show` tells its whole story
+    across the command's and the agent's logs."""
+    room = unique_room("8655701159")
+    code, out, err = await dispatch_call(persona_api, "--room", room, "--json")
+    assert code == 0, err
+    summary = orjson.loads(out)
+    await eventually(lambda: worker.log_records(event="persona.applied", room=room), 60, "agent")
+    logs = [set_up_log(persona_api), str(persona_api.dispatcher_log), str(worker.log_path)]
+
+    assert persona_logs(["calls", "--json", *logs]) == 0
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [row] = [r for r in rows if r["room"] == redact_text(room)]
+    assert row["call_id"].startswith("manual_")
+    assert row["caller"] == "******1159"
+    assert (row["persona_status"], row["persona_id"]) == ("loaded", "prs_3001")
+    assert isinstance(row["setup_ms"], float)
+    assert (row["dispatched"], row["agent_joined"], row["errors"]) == (True, True, 0)
+
+    assert persona_logs(["show", "--json", room, *logs]) == 0
+    [shown] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    events = [(e["service"], e["event"]) for e in shown["events"]]
+    for step in (
+        "manual_dispatch.started",
+        "call.caller_detected",
+        "persona.resolved",
+        "room.metadata_written",
+        "agent.dispatched",
+        "call.setup_done",
+    ):
+        assert ("manual-dispatch", step) in events, step
+    assert ("agent", "persona.applied") in events
+    dispatched = next(e for e in shown["events"] if e["event"] == "agent.dispatched")
+    assert dispatched["fields"]["dispatch_id"] == summary["dispatch_id"]
+    assert summary["log"] == set_up_log(persona_api)  # the command says where it logged

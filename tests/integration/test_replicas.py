@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.logs import read_json_lines
+from devstack.logs import read_log_events
 from devstack.processes import ROOT
 from tests.harness.stack import (
     Stack,
@@ -32,7 +32,7 @@ def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def setup_events(stack: Stack, room: str) -> list[dict[str, object]]:
     events = []
     for proc in [stack.dispatcher, *stack.extra]:
-        for e in read_json_lines(proc.log_path, room=room):
+        for e in read_log_events(proc.log_path, room=room):
             if e["event"] in ("call.setup_done", "call.setup_failed"):
                 events.append(e)
     return events

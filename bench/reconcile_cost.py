@@ -1,0 +1,197 @@
+"""What one reconciler pass costs against a real livekit-server: LiveKit API calls, wall time and
+CPU time of the event loop's thread (the rtc participants' own threads excluded), with 0, 100
+and 1,000 rooms already set up.
+
+Rooms "already set up" carry a persona written long ago. Two kinds are measured:
+- `steady`: rooms whose callers have left or are known healthy: a pass lists them once and
+  parses each room's metadata; no per-room call. (Empty rooms, kept alive with a long
+  `empty_timeout`, are the upper bound: a room seen healthy is skipped before its metadata is read.)
+- `first look` (`--with-calls K`): K rooms with a SIP caller and an agent in them, as a freshly
+  started dispatcher finds them: the first pass looks at each once (one `ListParticipants`), later
+  passes at none.
+
+Usage: .venv/bin/python -m bench.reconcile_cost [--rooms 0,100,1000] [--passes 20] [--with-calls 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from livekit import api, rtc
+
+from contract.metadata import Persona, PersonaMetadata, encode_room_metadata
+from devstack.services import LiveKitServer, start_livekit_server
+from dispatcher.call_setup import CallSetup, SetupPolicy
+from dispatcher.caller import NumberFormat
+from dispatcher.livekit_api import LiveKitRooms
+from dispatcher.persona_cache import PersonaCache
+from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
+from dispatcher.persona_store import LocalPersonaStore
+from dispatcher.reconciler import PassReport, ReconcilePolicy, Reconciler
+from dispatcher.setup_guard import SetupGuard
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from telemetry.logs import configure_logging
+from telemetry.metrics import Metrics
+
+AGENT = "friday"
+
+
+def old_persona(number: str) -> str:
+    resolved = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    persona = Persona(
+        instructions="You are a careful assistant. " * 20,
+        persona_id=f"prs_{number}",
+        name="Bench",
+        welcome="Hello.",
+        config={"knowledge": "x" * 800},
+    )
+    meta = PersonaMetadata(persona, "loaded", "api", number, "caller", f"SCL_{number}", resolved)
+    return encode_room_metadata("", meta, 60_000)
+
+
+async def create_rooms(lk: api.LiveKitAPI, count: int, prefix: str) -> list[str]:
+    names = [f"{prefix}_{i:05d}_{uuid.uuid4().hex[:6]}" for i in range(count)]
+    gate = asyncio.Semaphore(20)
+
+    async def one(name: str) -> None:
+        async with gate:
+            await lk.room.create_room(
+                api.CreateRoomRequest(
+                    name=name, empty_timeout=900, metadata=old_persona(name.split("_")[1])
+                )
+            )
+
+    await asyncio.gather(*(one(n) for n in names))
+    return names
+
+
+def token(server: LiveKitServer, room: str, identity: str, kind: str) -> str:
+    return (
+        api.AccessToken(server.config.api_key, server.config.api_secret)
+        .with_identity(identity)
+        .with_kind(kind)  # type: ignore[arg-type]
+        .with_grants(api.VideoGrants(room_join=True, room=room, agent=kind == "agent"))
+        .to_jwt()
+    )
+
+
+async def join_calls(server: LiveKitServer, rooms: list[str]) -> list[rtc.Room]:
+    """A SIP caller and an agent in each room, as a set-up call looks."""
+    joined: list[rtc.Room] = []
+    for name in rooms:
+        for identity, kind in ((f"sip_{name}", "sip"), (f"agent_{name}", "agent")):
+            r = rtc.Room()
+            await r.connect(
+                server.ws_url,
+                token(server, name, identity, kind),
+                rtc.RoomOptions(auto_subscribe=False),
+            )
+            joined.append(r)
+    return joined
+
+
+def reconciler(server: LiveKitServer, rooms: LiveKitRooms) -> Reconciler:
+    metrics = Metrics()
+    policy = SetupPolicy(
+        agent_name=AGENT,
+        metadata_budget=60_000,
+        api_timeout_s=10,
+        lookups=("caller",),
+        number_format=NumberFormat(),
+        default_caller=None,
+        agent_join_timeout_s=10,
+    )
+    resolver = PersonaResolver(
+        None,
+        LocalPersonaStore(PersonaCache(300, 30, 10_000)),
+        PersonaFiles(Path(tempfile.mkdtemp())),
+        Persona(instructions="default"),
+        3.0,
+        metrics,
+    )
+    setup = CallSetup(rooms, resolver, policy, metrics)
+    guard = SetupGuard(setup.run, 10_000)
+    return Reconciler(
+        rooms,
+        setup,
+        guard,
+        ReconcilePolicy(
+            interval_s=2,
+            grace_s=3,
+            agent_join_timeout_s=10,
+            agent_name=AGENT,
+            api_timeout_s=10,
+        ),
+        metrics,
+    )
+
+
+async def passes(r: Reconciler, count: int) -> tuple[list[PassReport], list[float]]:
+    reports, cpu = [], []
+    for _ in range(count):
+        c0 = time.thread_time()
+        reports.append(await r.reconcile())
+        cpu.append(time.thread_time() - c0)
+    return reports, cpu
+
+
+def line(label: str, reports: list[PassReport], cpu: list[float]) -> str:
+    calls = [sum(x.api_calls.values()) for x in reports]
+    wall = [x.duration_s * 1000 for x in reports]
+    return (
+        f"{label:<26} rooms={reports[0].rooms:<5} calls/pass={statistics.mean(calls):6.1f} "
+        f"(max {max(calls)})  wall p50={statistics.median(wall):7.2f} ms  "
+        f"cpu p50={statistics.median(cpu) * 1000:7.2f} ms  max={max(cpu) * 1000:7.2f} ms"
+    )
+
+
+async def run(sizes: list[int], count: int, with_calls: int) -> None:
+    server = start_livekit_server(log_path=Path(tempfile.mkdtemp()) / "livekit-server.log")
+    rooms = LiveKitRooms(server.http_url, DEV_API_KEY, DEV_API_SECRET)
+    lk = api.LiveKitAPI(server.http_url, DEV_API_KEY, DEV_API_SECRET)
+    joined: list[rtc.Room] = []
+    try:
+        print(f"reconciler pass cost, {count} passes each, real livekit-server, 2-core machine")
+        created = 0
+        for size in sizes:
+            created += len(await create_rooms(lk, size - created, "bench"))
+            reports, cpu = await passes(reconciler(server, rooms), count)
+            print(line(f"steady ({size} set up)", reports, cpu))
+        if with_calls:
+            names = await create_rooms(lk, with_calls, "call")
+            joined = await join_calls(server, names)
+            await asyncio.sleep(6)  # livekit-server refreshes room participant counts every 5 s
+            fresh = reconciler(server, rooms)
+            first, cpu1 = await passes(fresh, 1)
+            later, cpu2 = await passes(fresh, count)
+            print(line(f"first look ({with_calls} calls)", first, cpu1))
+            print(line(f"after it ({with_calls} calls)", later, cpu2))
+            print("first pass calls:", orjson.dumps(first[0].api_calls).decode())
+    finally:
+        for r in joined:
+            await r.disconnect()
+        await lk.aclose()
+        await rooms.aclose()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rooms", default="0,100,1000", help="sizes, ascending")
+    parser.add_argument("--passes", type=int, default=20)
+    parser.add_argument("--with-calls", type=int, default=50)
+    args = parser.parse_args()
+    configure_logging("warning", "json")
+    asyncio.run(run([int(x) for x in args.rooms.split(",")], args.passes, args.with_calls))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""`GET /metrics`: Prometheus' text format, parsed by Prometheus' own parser, moving with calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.settings import Settings
+from tests.conftest import LogCapture
+from tests.harness.fake_livekit import FakeLiveKit
+from tests.harness.fake_persona_api import FakeState
+from tests.harness.signing import participant_joined, sign
+from webhooks.app import create_app
+
+pytestmark = pytest.mark.service
+Client = TestClient[Any, Any]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], logs: LogCapture
+) -> Client:
+    c: Client = await aiohttp_client(create_app(make_settings()))
+    return c
+
+
+async def scrape(client: Client) -> Samples:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def webhook(client: Client, body: bytes, token: str | None = None) -> int:
+    headers = {"Authorization": sign(body) if token is None else token}
+    resp = await client.post("/webhooks/livekit", data=body, headers=headers)
+    return resp.status
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_counters_move_with_calls(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    """One call from the API, the same number again from the cache, a redelivery and a forged
+    webhook: each answer, set-up, lookup and duration is counted where an operator expects it."""
+    before = await scrape(client)
+    assert (
+        value(
+            before,
+            "persona_dispatcher_webhooks_total",
+            event="participant_joined",
+            answer="dispatched",
+        )
+        == 0
+    )
+    fake_lk.add_room("call_1")
+    fake_lk.add_room("call_2")
+    first = participant_joined("call_1", number="8655701159")
+    assert await webhook(client, first) == 200
+    assert await webhook(client, first) == 200  # redelivered
+    assert await webhook(client, participant_joined("call_2", number="8655701159")) == 200
+    assert await webhook(client, first, token="forged") == 401
+
+    after = await scrape(client)
+    joined = "participant_joined"
+    assert value(after, "persona_dispatcher_webhooks_total", event=joined, answer="dispatched") == 2
+    assert (
+        value(after, "persona_dispatcher_webhooks_total", event=joined, answer="duplicate_event")
+        == 1
+    )
+    assert (
+        value(after, "persona_dispatcher_webhooks_total", event="unknown", answer="unauthorized")
+        == 1
+    )
+    setups = "persona_dispatcher_setups_total"
+    assert value(after, setups, status="loaded", source="api", path="webhook") == 1
+    assert value(after, setups, status="cached", source="cache", path="webhook") == 1
+    assert value(after, "persona_dispatcher_setup_duration_seconds_count") == 2
+    assert value(after, "persona_dispatcher_setup_duration_seconds_sum") > 0
+    assert value(after, "persona_dispatcher_persona_api_requests_total", outcome="ok") == 1
+    assert (
+        value(after, "persona_dispatcher_persona_api_request_duration_seconds_count", outcome="ok")
+        == 1
+    )
+    lookups = "persona_dispatcher_persona_cache_lookups_total"
+    assert value(after, lookups, result="miss") == 1
+    assert value(after, lookups, result="hit") == 1
+    assert value(after, "persona_dispatcher_rooms_held") == 2
+    assert persona_state.requests == 1
+
+
+async def test_a_404_is_counted_once_and_remembered(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    fake_lk.add_room("call_1")
+    fake_lk.add_room("call_2")
+    assert await webhook(client, participant_joined("call_1", number="9777777777")) == 200
+    assert await webhook(client, participant_joined("call_2", number="9777777777")) == 200
+    after = await scrape(client)
+    assert value(after, "persona_dispatcher_persona_api_requests_total", outcome="not_found") == 1
+    assert (
+        value(after, "persona_dispatcher_persona_cache_lookups_total", result="negative_hit") == 1
+    )
+    fallbacks = "persona_dispatcher_persona_fallbacks_total"
+    assert value(after, fallbacks, reason="not_found", status="default") == 2
+    assert (
+        value(
+            after,
+            "persona_dispatcher_setups_total",
+            status="default",
+            source="default",
+            path="webhook",
+        )
+        == 2
+    )
+
+
+async def test_a_livekit_failure_is_counted_by_step(client: Client, fake_lk: FakeLiveKit) -> None:
+    fake_lk.add_room("call_1")
+    fake_lk.fail["UpdateRoomMetadata"] = 500
+    assert await webhook(client, participant_joined("call_1")) == 503
+    after = await scrape(client)
+    assert (
+        value(
+            after,
+            "persona_dispatcher_webhooks_total",
+            event="participant_joined",
+            answer="livekit_unavailable",
+        )
+        == 1
+    )
+    assert value(after, "persona_dispatcher_setup_failures_total", step="update_room_metadata") == 1

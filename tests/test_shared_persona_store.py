@@ -1,0 +1,260 @@
+"""The persona cache shared through a real Redis: replicas (resolvers with their own local caches
+on one Redis) share entries and single-flight a burst into one CRM request; a Redis that is down
+or that never answers costs a call nothing beyond its own short timeout. Also the reconciler's
+lease: one holder at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from redis import asyncio as aioredis
+
+from config.settings import Settings
+from contract.metadata import DEFAULT_PERSONA
+from devstack.processes import ROOT, free_port
+from devstack.services import RedisServer, start_redis
+from dispatcher.caller import DetectedNumber
+from dispatcher.lease import RedisLease
+from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
+from dispatcher.persona_cache import PersonaCache
+from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
+from dispatcher.shared_persona_store import SharedPersonaStore
+from telemetry.metrics import Metrics
+from tests.conftest import LogCapture
+from tests.harness.fake_livekit import FakeLiveKit
+from tests.harness.fake_persona_api import FakeState
+from tests.harness.signing import participant_joined, sign
+from webhooks.app import create_app
+
+pytestmark = pytest.mark.service
+LOG_DIR = ROOT / "var" / "log" / "service"
+NUMBER = "8655701159"  # tests/fixtures/personas/num_8655701159.json: Priya, prs_3001
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis(log_path=LOG_DIR / "redis-shared-cache.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisServer) -> str:
+    url = f"redis://{redis_server.address}/0"
+    client = aioredis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    return url
+
+
+class Replica:
+    """One dispatcher replica's resolver: its own persona API client and local cache."""
+
+    def __init__(self, redis_url: str, api_url: str, tmp: Path, *, ttl_s: float = 300) -> None:
+        self.redis = aioredis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        self.metrics = Metrics(shared_redis=True)
+        self.api = PersonaApiClient(
+            PersonaApiConfig(
+                base_url=api_url, max_bytes=512 * 1024, attempt_timeout_s=1.0, attempts=1
+            )
+        )
+        self.store = SharedPersonaStore(
+            self.redis,
+            PersonaCache(ttl_s=ttl_s, negative_ttl_s=30, max_size=100),
+            ttl_s=ttl_s,
+            negative_ttl_s=30,
+            command_timeout_s=0.2,
+            fetch_lock_s=3,
+            metrics=self.metrics,
+        )
+        self.resolver = PersonaResolver(
+            self.api, self.store, PersonaFiles(tmp), DEFAULT_PERSONA, 2.0, self.metrics
+        )
+
+    async def resolve(self, number: str = NUMBER) -> Any:
+        return await self.resolver.resolve([DetectedNumber(number, "caller", "attribute")])
+
+    async def close(self) -> None:
+        await self.resolver.aclose()
+        await self.api.close()
+        await self.redis.aclose()
+
+
+@pytest.fixture
+async def replicas(
+    redis_url: str, persona_server: TestServer, tmp_path: Path
+) -> AsyncIterator[Callable[..., Replica]]:
+    made: list[Replica] = []
+
+    def make(url: str | None = None, **kw: Any) -> Replica:
+        r = Replica(url or redis_url, str(persona_server.make_url("/mobile")), tmp_path, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        await r.close()
+
+
+async def test_a_burst_over_replicas_makes_one_crm_request(
+    replicas: Callable[..., Replica], persona_state: FakeState
+) -> None:
+    """Twelve look-ups of one number, spread over three replicas at once, while the CRM takes
+    300 ms: one request; every look-up gets the persona."""
+    persona_state.delay_s = 0.3
+    fleet = [replicas() for _ in range(3)]
+    results = await asyncio.gather(*(fleet[i % 3].resolve() for i in range(12)))
+    assert persona_state.requests == 1
+    assert {r.persona.persona_id for r in results} == {"prs_3001"}
+    assert {r.status for r in results} == {"loaded"}
+    # Later calls on any replica are cache hits, still without a request.
+    later = await fleet[2].resolve()
+    assert (later.status, persona_state.requests) == ("cached", 1)
+
+
+async def test_a_404_is_shared_too(
+    replicas: Callable[..., Replica], persona_state: FakeState
+) -> None:
+    a, b = replicas(), replicas()
+    assert (await a.resolve("9777777777")).status == "default"
+    assert (await b.resolve("9777777777")).status == "default"
+    assert persona_state.requests == 1
+
+
+async def test_a_stale_copy_from_one_replica_serves_another_when_the_crm_fails(
+    replicas: Callable[..., Replica], persona_state: FakeState
+) -> None:
+    a = replicas(ttl_s=0.2)
+    b = replicas(ttl_s=0.2)
+    assert (await a.resolve()).status == "loaded"
+    await asyncio.sleep(0.3)
+    persona_state.fail_status = 503
+    resolved = await b.resolve()
+    assert (resolved.status, resolved.source, resolved.persona.persona_id) == (
+        "stale",
+        "cache",
+        "prs_3001",
+    )
+
+
+async def test_a_failed_fetch_is_not_repeated_by_the_others_of_a_burst(
+    replicas: Callable[..., Replica], persona_state: FakeState
+) -> None:
+    persona_state.delay_s = 0.2
+    persona_state.fail_status = 503
+    fleet = [replicas() for _ in range(3)]
+    results = await asyncio.gather(*(r.resolve() for r in fleet))
+    assert {r.status for r in results} == {"default"}
+    assert {r.fallback_reason for r in results} == {"upstream_error"}
+    assert persona_state.requests == 1
+
+
+async def test_an_outage_costs_calls_nothing_and_is_logged_once_at_each_end(
+    replicas: Callable[..., Replica], persona_state: FakeState, logs: LogCapture
+) -> None:
+    """Redis stops under a replica: calls resolve from the CRM and this process's cache, never
+    failing; the outage is logged once when it starts and once when Redis is back, and the
+    gauge follows."""
+    port = free_port()
+    own = RedisServer(port, LOG_DIR / "redis-outage.log").start()
+    try:
+        r = replicas(f"redis://127.0.0.1:{port}/0")
+        assert (await r.resolve()).status == "loaded"
+        assert r.metrics.persona_cache_shared_up._value.get() == 1
+        own.stop()
+        during = [await r.resolve() for _ in range(3)]
+        assert [x.status for x in during] == ["cached"] * 3  # this process's own cache
+        assert r.store.state() == "shared_unavailable"
+        assert r.metrics.persona_cache_shared_up._value.get() == 0
+        assert (await r.resolve("9000000003")).status == "loaded"  # the CRM, directly
+        assert len(logs.named("persona_cache.shared_unavailable")) == 1
+        own = RedisServer(port, LOG_DIR / "redis-outage.log").start()
+        await asyncio.sleep(1.1)  # past the pause after a failure
+        assert (await r.resolve("9000000002")).status == "loaded"
+        assert r.store.state() == "shared"
+        assert r.metrics.persona_cache_shared_up._value.get() == 1
+        assert len(logs.named("persona_cache.shared_available")) == 1
+        assert len(logs.named("persona_cache.shared_unavailable")) == 1
+    finally:
+        own.stop()
+
+
+async def test_redis_that_never_answers_does_not_hold_a_call(
+    replicas: Callable[..., Replica], persona_state: FakeState, logs: LogCapture
+) -> None:
+    """A Redis address that accepts connections and never answers (a hung server): each command
+    gives up after its own timeout, and the call resolves from the CRM well inside its deadline."""
+    with black_hole() as port:
+        r = replicas(f"redis://127.0.0.1:{port}/0")
+        resolved = await r.resolve()
+    assert (resolved.status, resolved.fallback_reason) == ("loaded", None)
+    assert persona_state.requests == 1
+    assert len(logs.named("persona_cache.shared_unavailable")) == 1
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A TCP port that accepts connections and never sends a byte."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+async def test_one_lease_holder_at_a_time(redis_url: str) -> None:
+    clients = [aioredis.from_url(redis_url) for _ in range(2)]
+    try:
+        a, b = (RedisLease(c, "test:lease", 2.0, 0.5, Metrics(shared_redis=True)) for c in clients)
+        assert await a.held() is True
+        assert await b.held() is False
+        assert await a.held() is True  # renewed by its holder
+        await a.release()
+        assert await b.held() is True
+        assert await a.held() is False
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_without_redis_every_lease_is_held(logs: LogCapture) -> None:
+    client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    try:
+        lease = RedisLease(client, "test:lease", 2.0, 0.5, Metrics(shared_redis=True))
+        assert await lease.held() is True
+        assert await lease.held() is True
+        assert len(logs.named("lease.unreachable")) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_readiness_and_metrics_show_which_cache_serves(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    redis_url: str,
+    logs: LogCapture,
+) -> None:
+    """With PERSONA_CACHE_URL the service is ready on the shared cache; when Redis stops
+    answering it stays ready (calls still work), says `shared_unavailable`, and the gauge is 0."""
+    up = await aiohttp_client(create_app(make_settings(PERSONA_CACHE_URL=redis_url)))
+    assert (await (await up.get("/readyz")).json())["persona_cache"] == "shared"
+
+    down = await aiohttp_client(
+        create_app(make_settings(PERSONA_CACHE_URL=f"redis://127.0.0.1:{free_port()}/0"))
+    )
+    fake_lk.add_room("call_1")
+    body = participant_joined("call_1", number=NUMBER)
+    answer = await down.post("/webhooks/livekit", data=body, headers={"Authorization": sign(body)})
+    assert (await answer.json())["status"] == "dispatched"
+    ready = await down.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json())["persona_cache"] == "shared_unavailable"
+    text = await (await down.get("/metrics")).text()
+    assert "persona_dispatcher_persona_cache_shared_up 0.0" in text

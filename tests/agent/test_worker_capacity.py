@@ -82,7 +82,7 @@ def test_worker_counts_jobs_itself_when_max_jobs_is_set() -> None:
     assert options(server) == {
         "threshold": math.inf,
         "idle": settings.idle_processes,
-        "preload": [JobEntrypoint.__module__],
+        "preload": [JobEntrypoint.__module__, "agent.warmup"],
         "gated": True,
     }
 

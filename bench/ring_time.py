@@ -55,7 +55,7 @@ from tests.harness.ring_timeline import (
     part_spreads,
     spread,
 )
-from tests.harness.sip_stack import SipStack, start_sip_stack
+from tests.harness.sip_stack import SIPP_NICE, SipStack, start_sip_stack
 from tests.harness.sipp import Call, SippResult, SippRun
 from tests.harness.stack import Stack, eventually, start_stack
 
@@ -220,7 +220,7 @@ def run_batch(
         rtp_seconds=args.rtp_seconds,
         timeout=args.timeout,
         workdir=args.log_dir / "sipp" / f"{route}-{round_}",
-        nice=args.sipp_nice,
+        nice=args.sipp_nice if args.sipp_nice is not None else SIPP_NICE,
     )
     started = time.monotonic()
     with PeakMemory(worker.process.pid) as peak:
@@ -359,7 +359,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="worker setting for both workers (e.g. AGENT_IDLE_PROCESSES=4); repeatable",
     )
     parser.add_argument(
-        "--sipp-nice", type=int, default=None, help="run sipp at this nice value (e.g. -5)"
+        "--sipp-nice",
+        type=int,
+        default=None,
+        help=f"run sipp at this nice value (default {SIPP_NICE}: ahead of the services as root)",
     )
     parser.add_argument(
         "--cold",

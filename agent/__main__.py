@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 from livekit.agents import AgentServer
 
@@ -30,6 +30,23 @@ from config.settings import SettingsError
 from telemetry.logs import configure_logging, get_logger
 
 log = get_logger("agent")
+
+# livekit-agents reads these from the environment, in the worker and in each job process (forked
+# from a forkserver that inherits it); an operator's own value wins.
+FRAMEWORK_DEFAULTS = {
+    # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that
+    # no stack here uses; the pipeline's Silero VAD is loaded per job process by its setup.
+    "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE": "0",
+    # Its event-loop block monitor wakes every 20 ms in each job process, idle or not: ~14 ms of
+    # CPU a second each, a sixth of a core while twenty calls ring on two. Off unless asked for
+    # (`LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS=100` brings its reports back).
+    "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0",
+}
+
+
+def apply_framework_defaults(environ: MutableMapping[str, str]) -> None:
+    for name, value in FRAMEWORK_DEFAULTS.items():
+        environ.setdefault(name, value)
 
 
 async def serve(server: AgentServer, settings: AgentSettings) -> int:
@@ -80,9 +97,7 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
     )
     # The framework's own job lifecycle records (registration, job received, job ended).
     logging.getLogger("livekit.agents").setLevel(settings.logs.level.upper())
-    # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that
-    # no stack here uses; the pipeline's Silero VAD is loaded per job process by its setup.
-    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    apply_framework_defaults(os.environ)
     log.info(
         "worker.starting",
         agent_name=settings.agent_name,

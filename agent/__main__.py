@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, MutableMapping
 
 from livekit.agents import AgentServer
 
@@ -29,6 +30,23 @@ from config.settings import SettingsError
 from telemetry.logs import configure_logging, get_logger
 
 log = get_logger("agent")
+
+# livekit-agents reads these from the environment, in the worker and in each job process (forked
+# from a forkserver that inherits it); an operator's own value wins.
+FRAMEWORK_DEFAULTS = {
+    # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that
+    # no stack here uses; the pipeline's Silero VAD is loaded per job process by its setup.
+    "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE": "0",
+    # Its event-loop block monitor wakes every 20 ms in each job process, idle or not: ~14 ms of
+    # CPU a second each, a sixth of a core while twenty calls ring on two. Off unless asked for
+    # (`LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS=100` brings its reports back).
+    "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0",
+}
+
+
+def apply_framework_defaults(environ: MutableMapping[str, str]) -> None:
+    for name, value in FRAMEWORK_DEFAULTS.items():
+        environ.setdefault(name, value)
 
 
 async def serve(server: AgentServer, settings: AgentSettings) -> int:
@@ -65,7 +83,9 @@ async def serve(server: AgentServer, settings: AgentSettings) -> int:
     return 0
 
 
-def main() -> int:
+def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
+    """Read the settings, configure logging and serve the worker `build` makes (ours by default;
+    the ring-time benchmark's bare agent passes its own)."""
     try:
         settings = load_agent_settings()
         validate_stack(settings)
@@ -77,16 +97,14 @@ def main() -> int:
     )
     # The framework's own job lifecycle records (registration, job received, job ended).
     logging.getLogger("livekit.agents").setLevel(settings.logs.level.upper())
-    # The forkserver would otherwise load livekit's local turn-detection weights (~250 MB) that
-    # no stack here uses; the pipeline's Silero VAD is loaded per job process by its setup.
-    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    apply_framework_defaults(os.environ)
     log.info(
         "worker.starting",
         agent_name=settings.agent_name,
         stack=settings.stack,
         livekit_url=settings.livekit.url,
     )
-    return asyncio.run(serve(create_server(settings), settings))
+    return asyncio.run(serve(build(settings), settings))
 
 
 if __name__ == "__main__":

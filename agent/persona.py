@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
+
+from livekit import rtc
 
 from contract.metadata import (
     ContractError,
@@ -58,6 +60,41 @@ class AppliedPersona:
             "call_id": self.meta.call_id,
             "waited_ms": self.waited_ms,
         }
+
+
+class CallParticipant(Protocol):
+    """The part of a remote participant that says which SIP call it is."""
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def attributes(self) -> Mapping[str, str]: ...
+
+
+SIP_KIND = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+SIP_CALL_ID = "sip.callID"  # the attribute livekit-sip gives the caller's participant
+
+
+def sip_call_id(participants: Iterable[CallParticipant]) -> str | None:
+    """The SIP call id of the caller in the room, if one is there."""
+    for p in participants:
+        if p.kind == SIP_KIND and (call_id := p.attributes.get(SIP_CALL_ID)):
+            return call_id
+    return None
+
+
+def with_call_id(
+    applied: AppliedPersona, participants: Iterable[CallParticipant]
+) -> AppliedPersona:
+    """`applied`, its `call_id` taken from the caller in the room when the persona has none: a
+    set-up begun as the room started, before the caller joined, could not know the call."""
+    if applied.meta.call_id is not None:
+        return applied
+    call_id = sip_call_id(participants)
+    if call_id is None:
+        return applied
+    return replace(applied, meta=replace(applied.meta, call_id=call_id))
 
 
 def try_decode(raw: str) -> PersonaMetadata | str:

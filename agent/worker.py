@@ -6,14 +6,15 @@ the (frozen) settings, so each child gets exactly the worker's settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
 
 from agent.models import StackFactory, new_session, preload_models, stack_factory
-from agent.persona import AppliedPersona, resolve_persona
+from agent.persona import AppliedPersona, resolve_persona, with_call_id
 from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
@@ -23,6 +24,7 @@ from telemetry.logs import configure_forwarded_logging, get_logger
 log = get_logger(__name__)
 
 FactoryMaker = Callable[[AgentSettings, dict[str, Any]], StackFactory]
+WARMUP_MODULE = "agent.warmup"
 
 
 class RoomCallControl:
@@ -95,6 +97,7 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         wait_s=settings.persona_wait_s,
         dispatch=parse_dispatch_metadata(ctx.job.metadata),
     )
+    applied = with_call_id(applied, ctx.room.remote_participants.values())
     meta = applied.meta
     structlog.contextvars.bind_contextvars(call_id=meta.call_id)
     log_applied(applied, room=room)
@@ -129,11 +132,43 @@ class JobCountLoad:
         return min(len(server.active_jobs) / self.max_jobs, 1.0)
 
 
-def create_server(
-    settings: AgentSettings, make_factory: FactoryMaker = stack_factory
+class JobCapacity:
+    """Takes a job while fewer than `max_jobs` run or are starting, else lets another worker
+    have it.
+
+    livekit-agents' own check counts a job accepted but not yet running as `load_threshold /
+    idle processes` of load while no job runs (a whole half of the capacity with two idle
+    processes): a burst of calls on an idle worker had two jobs accepted and the rest refused at
+    once, and livekit-server offers a refused job to no one again, so those callers rang until
+    they hung up. With `AGENT_MAX_JOBS` that check is off (an infinite threshold) and this one
+    counts jobs instead; the load reported to the server is still `JobCountLoad`'s."""
+
+    def __init__(self, max_jobs: int) -> None:
+        self.max_jobs = max_jobs
+        self.server: AgentServer | None = None
+        self._starting = 0
+
+    async def __call__(self, request: JobRequest) -> None:
+        running = len(self.server.active_jobs) if self.server is not None else 0
+        if running + self._starting >= self.max_jobs:
+            log.warning("job.refused", running=running, starting=self._starting)
+            await request.reject(terminate=False)
+            return
+        self._starting += 1
+        try:
+            await request.accept()  # returns once the job runs in its process or thread
+        finally:
+            self._starting -= 1
+
+
+def new_agent_server(
+    settings: AgentSettings, entrypoint: Callable[[JobContext], Awaitable[None]]
 ) -> AgentServer:
-    """The worker for `settings`: explicit dispatch only, under `settings.agent_name`."""
+    """A worker running `entrypoint` for explicit dispatches of `settings.agent_name`, with
+    `settings`' capacity, idle pool and process set-up: the one place the worker's options are
+    decided (the ring-time benchmark's bare agent uses it too)."""
     lk = settings.livekit
+    capacity = JobCapacity(settings.max_jobs) if settings.max_jobs else None
     server = AgentServer(
         ws_url=lk.url,
         api_key=lk.api_key,
@@ -141,11 +176,23 @@ def create_server(
         host=settings.http_host,
         port=settings.http_port,
         num_idle_processes=settings.idle_processes,
-        load_threshold=1.0 if settings.max_jobs else settings.load_threshold,
+        load_threshold=math.inf if capacity else settings.load_threshold,
         load_fnc=JobCountLoad(settings.max_jobs) if settings.max_jobs else None,
         drain_timeout=settings.drain_timeout_s,
         setup_fnc=JobProcessSetup(settings),
+        # Imported once by the forkserver that job processes are forked from, not by each of
+        # them as it starts or takes its call: less CPU per call, pages shared.
+        preload_modules=[type(entrypoint).__module__, WARMUP_MODULE],
         log_level=settings.logs.level.upper(),
     )
-    server.rtc_session(JobEntrypoint(settings, make_factory), agent_name=settings.agent_name)
+    if capacity is not None:
+        capacity.server = server
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=capacity)
     return server
+
+
+def create_server(
+    settings: AgentSettings, make_factory: FactoryMaker = stack_factory
+) -> AgentServer:
+    """The worker for `settings`: explicit dispatch only, under `settings.agent_name`."""
+    return new_agent_server(settings, JobEntrypoint(settings, make_factory))

@@ -81,8 +81,9 @@ class AgentSettings:
     idle_processes: int = setting("AGENT_IDLE_PROCESSES", 2, integer(minimum=0))
     # Above this load (0-1) the worker takes no new job; `inf` never refuses.
     load_threshold: float = setting("AGENT_LOAD_THRESHOLD", 0.7, _load_threshold)
-    # 0: load is livekit-agents' CPU measure. N > 0: load is running jobs / N (full at N jobs),
-    # which suits a shared or small machine where CPU use says little about call capacity.
+    # 0: load is livekit-agents' CPU measure. N > 0: load is running jobs / N, and a job is taken
+    # while fewer than N run or are starting (agent/worker.py's JobCapacity), which suits a
+    # shared or small machine where CPU use says little about call capacity, and takes a burst.
     max_jobs: int = setting("AGENT_MAX_JOBS", 0, integer(minimum=0))
     drain_timeout_s: int = setting("AGENT_DRAIN_TIMEOUT_S", 600, integer(minimum=1))
 

@@ -1,5 +1,6 @@
 """Start and stop the agent worker (`python -m agent`) as a process: the dev command, tests and
-benchmarks use it the same way."""
+benchmarks use it the same way. `module` runs another worker built with the same options (the
+benchmark's bare agent)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class AgentWorker:
 
     env: dict[str, str]
     log_path: Path
+    module: str = "agent"
     process: ManagedProcess | None = None
     cwd: Path = ROOT
 
@@ -54,7 +56,7 @@ class AgentWorker:
         """Start the worker and return once it is registered with the server."""
         self.process = ManagedProcess(
             "agent worker",
-            python_module("agent"),
+            python_module(self.module),
             self.log_path,
             env=self.env,
             inherit_env=False,

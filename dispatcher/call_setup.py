@@ -48,7 +48,9 @@ Origin = Literal["webhook", "reconciler"]
 
 @dataclass(frozen=True)
 class CallJoin:
-    """What a SIP participant's `participant_joined` says about the call (no protobuf)."""
+    """What a webhook says about the call (no protobuf): a SIP participant's
+    `participant_joined`, or the `room_started` of a room whose rule sets calls up as the room
+    starts (no participant yet: the room's name carries the caller)."""
 
     event_id: str
     room: str
@@ -56,6 +58,7 @@ class CallJoin:
     party: CallParty
     # How the call was found: its webhook, or the reconciler (its webhook was lost).
     origin: Origin = "webhook"
+    at_room_start: bool = False
 
     @property
     def call_id(self) -> str | None:
@@ -65,6 +68,11 @@ class CallJoin:
     def of_webhook(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `participant_joined` event describes."""
         return cls(event.id, event.room.name, event.room.metadata, party_of(event.participant))
+
+    @classmethod
+    def of_room_started(cls, event: api.WebhookEvent) -> CallJoin:
+        """The call a verified `room_started` event announces, before its caller has joined."""
+        return cls(event.id, event.room.name, event.room.metadata, CallParty(), at_room_start=True)
 
 
 @dataclass(frozen=True)
@@ -172,12 +180,18 @@ class CallSetup:
         numbers = self.find_caller(join)
         room = self._room(join.room)
         # The room's current metadata (the webhook's copy may be stale) is read while the persona
-        # resolves, so keeping other components' keys costs no extra wait on a cache miss.
-        room.start_reading()
+        # resolves, so keeping other components' keys costs no extra wait on a cache miss. At the
+        # room's start the webhook carries what the room was created with, milliseconds old:
+        # used as is, it spares the server a call per call when a burst loads it most.
+        room.start_reading(join.room_metadata if join.at_room_start else None)
         try:
             with steps.timed("persona"):
                 resolution = await self.resolve_persona(numbers)
             with steps.timed("metadata"):
+                # Whether our agent is already dispatched is asked while the persona is written,
+                # so the dispatch follows the write at once (a dispatch another replica creates
+                # meanwhile is settled after ours, as one created just before our create is).
+                room.start_listing_dispatches()
                 meta, size = await room.write_persona(resolution.metadata(join.call_id))
             with steps.timed("dispatch"):
                 dispatch = await room.ensure_one_dispatch(meta)
@@ -260,14 +274,30 @@ class _Room:
         self._name = name
         self._policy = policy
         self._metrics = metrics
-        self._reading: asyncio.Task[str] | None = None
+        self._reading: asyncio.Future[str] | None = None
+        self._listing: asyncio.Task[list[api.AgentDispatch]] | None = None
 
-    def start_reading(self) -> None:
-        self._reading = asyncio.create_task(self._current_metadata())
+    def start_reading(self, current: str | None = None) -> None:
+        """Read the room's metadata in the background, unless `current` is known already."""
+        if current is None:
+            self._reading = asyncio.create_task(self._current_metadata())
+        else:
+            self._reading = asyncio.get_running_loop().create_future()
+            self._reading.set_result(current)
+
+    def start_listing_dispatches(self) -> None:
+        self._listing = asyncio.create_task(self._our_dispatches())
 
     def stop_reading(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()  # only matters when an earlier step failed
+        """Cancel the reads still running (an earlier step failed); a read that failed too is
+        marked seen, as the step's own error is the one that counts."""
+        for task in (self._reading, self._listing):
+            if task is None:
+                continue
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()
 
     async def _current_metadata(self) -> str:
         listed = await livekit_call(
@@ -313,7 +343,7 @@ class _Room:
         """
         agent_name = self._policy.agent_name
         started = time.perf_counter()
-        ours = await self._our_dispatches()
+        ours = await (self._listing or self._our_dispatches())
         replaced: list[str] = []
         if replace_jobless:
             for d in [d for d in ours if self._jobless(d)]:

@@ -33,6 +33,7 @@ import structlog
 from livekit import api
 
 from contract.metadata import METADATA_KEY, ContractError, decode_persona_metadata
+from dispatcher.call_rooms import call_setup_mode
 from dispatcher.call_setup import CallJoin, CallSetup, dispatch_state
 from dispatcher.caller import call_id_of, party_of
 from dispatcher.lease import RedisLease
@@ -166,6 +167,8 @@ class Reconciler:
         seen = self._seen.get(room.sid)
         if seen is not None and seen.participants == room.num_participants and now < seen.until:
             return False
+        if call_setup_mode(room.metadata) == "off":
+            return False  # another route's call: its dispatch rule sends its own agent
         created = room.creation_time_ms / 1000 if room.creation_time_ms else room.creation_time
         age = now - created
         if age < self._policy.grace_s:

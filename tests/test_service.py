@@ -148,10 +148,92 @@ async def test_non_sip_participants_are_ignored(
     assert persona_state.requests == 0
 
 
+async def test_sip_join_in_a_room_whose_rule_turned_set_up_off_is_left_alone(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    """Another route's call (its dispatch rule sends its own agent): no persona, no dispatch."""
+    fake_lk.add_room("floor_1")
+    body = participant_joined("floor_1", room_metadata='{"call_setup": "off"}')
+    status, answer = await post(client, body)
+    assert (status, answer["status"]) == (200, "ignored")
+    assert fake_lk.calls == []
+    assert persona_state.requests == 0
+
+
 async def test_other_events_are_ignored(client: Client, fake_lk: FakeLiveKit) -> None:
     status, answer = await post(client, room_event("call_1", "room_started"))
     assert (status, answer["status"]) == (200, "ignored")
     assert fake_lk.calls == []
+
+
+EARLY = '{"call_setup": "on_room_started"}'  # what our SIP dispatch rule's rooms start with
+
+
+async def test_room_our_rule_started_is_set_up_before_the_caller_joins(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
+) -> None:
+    """The persona is written and the agent dispatched from `room_started` (the room's name
+    carries the caller); the caller's join then shares that set-up: one persona fetch, one
+    dispatch, and the metadata written before the dispatch."""
+    room = "call_8655701159_Xy12"
+    fake_lk.add_room(room, EARLY)
+    status, answer = await post(client, room_event(room, "room_started", room_metadata=EARLY))
+    assert (status, answer["status"]) == (200, "dispatched")
+    meta = persona_in(fake_lk, room)
+    assert (meta.caller, meta.persona.persona_id, meta.call_id) == ("8655701159", "prs_3001", None)
+    assert orjson.loads(fake_lk.rooms[room])["call_setup"] == "on_room_started"  # kept
+    assert "ListRooms" not in fake_lk.calls  # the event carries what the room started with
+    [detected] = logs.named("call.caller_detected")
+    assert detected["origin"] == "room_name"
+    assert fake_lk.calls.index("UpdateRoomMetadata") < fake_lk.calls.index("CreateDispatch")
+
+    joined = participant_joined(room, number="+918655701159", room_metadata=fake_lk.rooms[room])
+    status, answer = await post(client, joined)
+    assert (status, answer["status"]) == (200, "room_already_set_up")
+    assert len(fake_lk.agent_dispatches(room, "friday")) == 1
+    assert persona_state.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("room", "room_metadata", "env"),
+    [
+        ("call_8655701159_Xy12", "", {}),  # a rule that does not ask for it
+        ("call_8655701159_Xy12", '{"call_setup": "off"}', {}),
+        ("call_1159_Xy12", EARLY, {}),  # a hidden number: only its last digits
+        ("call_8655701159_Xy12", EARLY, {"PERSONA_LOOKUP": "dialed"}),  # known at the join
+        ("call_8655701159_Xy12", EARLY, {"PERSONA_LOOKUP": "caller,dialed"}),
+    ],
+)
+async def test_room_start_waits_for_the_join_unless_the_name_gives_the_lookup(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    fake_lk: FakeLiveKit,
+    persona_state: FakeState,
+    room: str,
+    room_metadata: str,
+    env: dict[str, str],
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(**env)))
+    fake_lk.add_room(room, room_metadata)
+    body = room_event(room, "room_started", room_metadata=room_metadata)
+    status, answer = await post(client, body)
+    assert (status, answer["status"]) == (200, "ignored")
+    assert fake_lk.calls == []
+    assert persona_state.requests == 0
+
+
+async def test_set_up_begun_with_the_room_fails_and_the_callers_join_tries_again(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    room = "call_8655701159_Xy12"
+    fake_lk.add_room(room, EARLY)
+    fake_lk.fail["CreateDispatch"] = 500
+    status, _ = await post(client, room_event(room, "room_started", room_metadata=EARLY))
+    assert status == 503
+    del fake_lk.fail["CreateDispatch"]
+    status, answer = await post(client, participant_joined(room, room_metadata=EARLY))
+    assert (status, answer["status"]) == (200, "dispatched")
+    assert len(fake_lk.agent_dispatches(room, "friday")) == 1
 
 
 async def test_livekit_failure_is_503_and_redelivery_then_dispatches_once(

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from livekit.protocol.sip import SIPDispatchRuleInfo, SIPInboundTrunkInfo
 
+from dispatcher.call_rooms import call_setup_mode
 from provisioning.sip_setup import (
     Change,
     DataFileError,
@@ -54,6 +55,8 @@ def test_committed_data_files_describe_the_trunk_and_an_individual_rule_without_
     assert r.rule.WhichOneof("rule") == "dispatch_rule_individual"
     assert r.rule.dispatch_rule_individual.room_prefix == "call"
     assert not r.room_config.agents
+    # Its rooms are set up as they start, before the caller has joined (dispatcher/call_rooms.py).
+    assert call_setup_mode(r.room_config.metadata) == "on_room_started"
 
 
 def test_plan_creates_what_the_server_does_not_have() -> None:

@@ -9,8 +9,10 @@ import structlog
 from aiohttp import web
 from livekit import api
 
+from dispatcher.call_rooms import call_setup_mode, sets_up_on_start
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
+from dispatcher.service import number_format
 from telemetry.logs import get_logger
 from webhooks.keys import (
     ANSWER,
@@ -61,8 +63,24 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     is_sip = has_participant and participant.kind == SIP
     guard = request.app[CALL_SETUP]
 
+    call: CallJoin | None = None
     if event.event == "participant_joined" and is_sip:
-        result = await guard.handle_join(CallJoin.of_webhook(event))
+        if call_setup_mode(event.room.metadata) == "off":
+            # Another route's call (its dispatch rule sends its own agent).
+            log.info("webhook.ignored", event_type=event.event, reason="call set-up off")
+            request[ANSWER] = "ignored"
+            return web.json_response({"status": "ignored"})
+        call = CallJoin.of_webhook(event)
+    elif event.event == "room_started":
+        settings = request.app[SETTINGS]
+        if sets_up_on_start(
+            event.room.name, event.room.metadata, settings.persona_lookup, number_format(settings)
+        ):
+            call = CallJoin.of_room_started(event)
+
+    if call is not None:
+        # The caller's join after a set-up begun with the room shares that set-up (SetupGuard).
+        result = await guard.handle_join(call)
         request[ANSWER] = "dispatched" if result.dispatched else result.reason
         return web.json_response(
             {

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, replace
 
 import orjson
 import pytest
+from livekit import rtc
 
-from agent.persona import AppliedPersona, resolve_persona
+from agent.persona import AppliedPersona, resolve_persona, with_call_id
 from contract.metadata import DEFAULT_PERSONA, parse_dispatch_metadata
 from tests.agent.helpers import PIRATE, MetadataRoom, contract_metadata, loaded
 
@@ -104,3 +106,24 @@ def test_log_fields_name_status_source_persona_call_and_wait() -> None:
 def test_unreadable_dispatch_metadata_gives_empty_fields(raw: str) -> None:
     info = parse_dispatch_metadata(raw)
     assert (info.caller, info.call_id) == (None, None)
+
+
+@dataclass
+class Participant:
+    kind: int
+    attributes: dict[str, str]
+
+
+CALLER = Participant(rtc.ParticipantKind.PARTICIPANT_KIND_SIP, {"sip.callID": "SCL_room"})
+AGENT = Participant(rtc.ParticipantKind.PARTICIPANT_KIND_AGENT, {"sip.callID": "not a caller"})
+
+
+def test_call_id_missing_from_a_persona_written_before_the_caller_joined_is_the_callers() -> None:
+    early = AppliedPersona(replace(loaded(PIRATE), call_id=None), "job", 0)
+    assert with_call_id(early, [AGENT, CALLER]).meta.call_id == "SCL_room"
+    assert with_call_id(early, [AGENT]).meta.call_id is None
+
+
+def test_call_id_the_dispatcher_wrote_is_kept() -> None:
+    applied = AppliedPersona(loaded(PIRATE), "job", 0)
+    assert with_call_id(applied, [CALLER]).meta.call_id == "SCL_1"

@@ -64,6 +64,11 @@ def participant_joined(
     return json_format.MessageToJson(ev).encode()
 
 
-def room_event(room: str, event: str = "room_finished") -> bytes:
-    ev = api.WebhookEvent(event=event, id=f"EV_{uuid.uuid4().hex[:12]}", room=api.Room(name=room))
+def room_event(room: str, event: str = "room_finished", *, room_metadata: str = "") -> bytes:
+    """A room's own webhook (`room_started`, `room_finished`), as livekit-server sends it."""
+    ev = api.WebhookEvent(
+        event=event,
+        id=f"EV_{uuid.uuid4().hex[:12]}",
+        room=api.Room(name=room, sid=f"RM_{room}", metadata=room_metadata),
+    )
     return json_format.MessageToJson(ev).encode()

@@ -139,7 +139,9 @@ class SippRun:
 
     `concurrent` calls at most at once, started at `rate` per second; each call plays RTP for
     `rtp_seconds` after the answer, then hangs up. `timeout` bounds the whole run (sipp's own
-    -timeout, and the wait here).
+    -timeout, and the wait here). `nice` runs sipp at that scheduling priority: a real phone is
+    another device, but sipp shares the machine, and starved of CPU in a burst its watchdog trips
+    and it misses the 200 OK it should ACK (negative values need root).
     """
 
     host: str
@@ -150,6 +152,7 @@ class SippRun:
     rtp_seconds: float = 5.0
     timeout: float = 240.0
     workdir: Path | None = None
+    nice: int | None = None
     process: ManagedProcess | None = None
     _started: float = 0.0
     _out: Path | None = field(default=None, repr=False)
@@ -189,6 +192,8 @@ class SippRun:
             "-trace_logs", "-log_file", "calls.log",
             "-trace_err", "-error_file", "errors.log",
         ]  # fmt: skip
+        if self.nice is not None:
+            cmd = ["nice", "-n", str(self.nice), *cmd]
         self._out.unlink(missing_ok=True)
         self.process = ManagedProcess(
             "sipp", cmd, self._out, cwd=self.workdir, stop_signal=signal.SIGKILL, stop_grace_s=5

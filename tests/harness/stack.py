@@ -133,10 +133,13 @@ def start_stack(
     *,
     lose_webhooks: bool = False,
     start_dispatchers: bool = True,
+    record_webhooks: bool = True,
 ) -> Stack:
     """Start everything; the caller stops it. `replicas` dispatchers all receive each webhook;
     with `lose_webhooks` livekit-server sends them to a port where nothing listens instead (the
-    recorder still gets them). Without `start_dispatchers` they are built but not started."""
+    recorder still gets them). Without `start_dispatchers` they are built but not started. The
+    recorder gets a copy of each webhook unless `record_webhooks` is off (a benchmark's server
+    should send what a deployment's sends)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     mapping = work / "user-mapping"
     shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
@@ -147,7 +150,10 @@ def start_stack(
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     hooked = [f"http://127.0.0.1:{free_port()}"] if lose_webhooks else urls
     livekit = start_livekit_server(
-        webhook_urls=(*(u + "/webhooks/livekit" for u in hooked), recorder.url),
+        webhook_urls=(
+            *(u + "/webhooks/livekit" for u in hooked),
+            *((recorder.url,) if record_webhooks else ()),
+        ),
         redis_address=redis_address,
         log_path=log_dir / "livekit-server.log",
     )

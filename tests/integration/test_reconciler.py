@@ -31,6 +31,7 @@ from tests.harness.stack import (
 )
 
 AGENT = "repair-agent"
+CALL_SETUP_OFF = '{"call_setup": "off"}'
 LOG_DIR = ROOT / "var" / "log" / "reconciler"
 # Fast passes for tests: a lost call is found within a second or two.
 RECONCILE = {
@@ -105,7 +106,8 @@ async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
 ) -> None:
     """Webhooks go nowhere; three SIP callers and one standard participant are in their rooms
     before the dispatcher starts: each caller gets its persona and exactly one dispatch, found by
-    the start-up pass; the standard participant's room gets nothing."""
+    the start-up pass; the standard participant's room gets nothing, nor does a caller's room
+    whose rule turned our set-up off."""
     assert not lost.dispatcher.alive()
     numbers = ["8655701159", "9000000002", "9000000003"]
     calls = {n: unique_room(n) for n in numbers}
@@ -113,6 +115,10 @@ async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
         rooms.append(await join_sip(lost, room, n))
     plain = unique_room("9111111111")
     rooms.append(await join(lost, plain, "web_9111111111"))
+    # Another route's call: its dispatch rule turned our set-up off for its rooms.
+    other = unique_room("9222222222")
+    await lk.room.create_room(api.CreateRoomRequest(name=other, metadata=CALL_SETUP_OFF))
+    rooms.append(await join_sip(lost, other, "9222222222"))
     await asyncio.sleep(1.5)  # older than the grace period: the webhook path had its chance
 
     started = time.time()
@@ -143,6 +149,9 @@ async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
         assert len(repairs(lost.dispatcher_log, room)) == 1, n
     assert await room_persona(lk, plain) is None
     assert await agent_dispatches(lk, plain, AGENT) == []
+    [other_room] = (await lk.room.list_rooms(api.ListRoomsRequest(names=[other]))).rooms
+    assert other_room.metadata == CALL_SETUP_OFF  # no persona written
+    assert await agent_dispatches(lk, other, AGENT) == []
     values = metric_values(lost.dispatcher_url)
     assert values[("persona_dispatcher_repairs_total", (("cause", "lost_webhook"),))] == 3
     setups = (

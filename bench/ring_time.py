@@ -36,6 +36,7 @@ from devstack.agent_worker import AgentWorker, agent_worker_env
 from devstack.processes import ROOT
 from devstack.services import start_redis
 from tests.harness.agent_names import refresh_agent_names
+from tests.harness.fixture_personas import one_number_persona
 from tests.harness.native_floor import FLOOR_AGENT, FloorRoute, create_floor_route
 from tests.harness.proc_stats import (
     Memory,
@@ -124,28 +125,6 @@ def start_chain(
         workers[route] = AgentWorker(env, workdir / "agent-worker.log", module).start()
         stop.append(workers[route].stop)
     return Chain(stack, sip, floor, workers)
-
-
-def persona_for(number: str) -> dict[str, Any]:
-    """A distinct persona per caller for the fake CRM API (nothing is served from a cache)."""
-    return {
-        "mobileNo": number,
-        "campaigns": [
-            {
-                "status": "active",
-                "voiceAgents": [
-                    {
-                        "persona": {
-                            "_id": f"prs_{number}",
-                            "name": f"Agent {number[-4:]}",
-                            "personality": f"You only serve the caller {number}.",
-                            "messages": {"welcome": f"Hello caller {number[-4:]}."},
-                        }
-                    }
-                ],
-            }
-        ],
-    }
 
 
 def callers(round_: int, n: int) -> list[str]:
@@ -387,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         chain = start_chain(args.log_dir, worker_env, stop)
         numbers = sorted({n for r in range(args.rounds) for n in callers(r, args.calls)})
-        chain.stack.persona_control(extra={n: persona_for(n) for n in numbers})
+        chain.stack.persona_control(extra={n: one_number_persona(n) for n in numbers})
         asyncio.run(settle(chain, args.settle_s, warm=not args.cold))
         for round_ in range(args.rounds):
             # Take turns, so that neither route always runs on the warmer system.

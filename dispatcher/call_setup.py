@@ -123,6 +123,12 @@ class Dispatch:
     replaced: tuple[str, ...] = ()  # dispatches deleted because they never got a job
 
 
+def agent_dispatches(listed: list[api.AgentDispatch], agent_name: str) -> list[api.AgentDispatch]:
+    """The dispatches of `agent_name` among a room's, deleted ones left out (every room also
+    lists an implicit dispatch with an empty agent name)."""
+    return [d for d in listed if d.agent_name == agent_name and not d.state.deleted_at]
+
+
 DispatchState = Literal["live", "waiting", "stale"]
 
 
@@ -390,15 +396,12 @@ class _Room:
             )
 
     async def _our_dispatches(self) -> list[api.AgentDispatch]:
-        # Every room also lists an implicit dispatch with an empty agent name: match ours.
         listed = await livekit_call(
             "list_dispatch",
             self._lk.agent_dispatch.list_dispatch(self._name),
             self._policy.api_timeout_s,
         )
-        return [
-            d for d in listed if d.agent_name == self._policy.agent_name and not d.state.deleted_at
-        ]
+        return agent_dispatches(listed, self._policy.agent_name)
 
     async def _settle(self, ours: api.AgentDispatch) -> api.AgentDispatch:
         """Another replica may have created a dispatch between our check and our create: all

@@ -34,7 +34,7 @@ from livekit import api
 
 from contract.metadata import METADATA_KEY, ContractError, decode_persona_metadata
 from dispatcher.call_rooms import call_setup_mode
-from dispatcher.call_setup import CallJoin, CallSetup, dispatch_state
+from dispatcher.call_setup import CallJoin, CallSetup, agent_dispatches, dispatch_state
 from dispatcher.caller import call_id_of, party_of
 from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound, LiveKitRooms, livekit_call
@@ -233,11 +233,7 @@ class Reconciler:
             "list_dispatch",
             self._rooms.server.agent_dispatch.list_dispatch(room.name),
         )
-        ours = [
-            d
-            for d in dispatches
-            if d.agent_name == self._policy.agent_name and not d.state.deleted_at
-        ]
+        ours = agent_dispatches(dispatches, self._policy.agent_name)
         now = self._clock()
         states = {d.id: dispatch_state(d, self._policy.agent_join_timeout_s) for d in ours}
         live = [d for d in ours if states[d.id] == "live"]

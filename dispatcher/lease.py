@@ -19,6 +19,9 @@ from telemetry.metrics import Metrics
 
 log = get_logger(__name__)
 
+# What a Redis command that did not answer in time, or was refused, raises.
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
 # Renew our own lease, or take a free one; 1 when we hold it afterwards.
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])
@@ -62,7 +65,7 @@ class RedisLease:
         try:
             async with asyncio.timeout(self._timeout):
                 held = bool(await self._redis.eval(_HOLD, 1, self._key, self._me, self._ttl_ms))
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             if not self._unreachable:
                 self._unreachable = True
                 log.warning("lease.unreachable", lease=self._key, error=type(e).__name__)
@@ -81,5 +84,5 @@ class RedisLease:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.eval(RELEASE_SCRIPT, 1, self._key, self._me)
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_FAILURES:
             pass  # it expires on its own

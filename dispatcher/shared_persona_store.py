@@ -25,11 +25,10 @@ from typing import Any, TypeVar
 
 import orjson
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from contract.errors import PersonaDispatcherError
 from contract.metadata import Persona
-from dispatcher.lease import RELEASE_SCRIPT
+from dispatcher.lease import REDIS_FAILURES, RELEASE_SCRIPT
 from dispatcher.persona_api import PersonaNotFound, PersonaUpstreamError
 from dispatcher.persona_cache import CacheEntry, PersonaCache
 from dispatcher.persona_store import StoreState
@@ -107,7 +106,7 @@ class SharedPersonaStore:
         try:
             async with asyncio.timeout(self._timeout):
                 result = await command
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             self._down_until = time.monotonic() + RETRY_AFTER_S
             self._metrics.persona_cache_shared_errors.labels(what).inc()
             if self._down_since is None:

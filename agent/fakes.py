@@ -200,10 +200,14 @@ class ToneTTS(tts.TTS[Any]):
 
     def tone(self, text: str) -> bytes:
         seconds = min(max(len(text) * self.seconds_per_char, 0.1), self.max_seconds)
-        n = int(self.SAMPLE_RATE * seconds)
-        t = np.arange(n, dtype=np.float32) / self.SAMPLE_RATE
-        wave = 0.2 * np.sin(2 * math.pi * 440.0 * t) * 32767
-        return wave.astype(np.int16).tobytes()
+        return tone_pcm(seconds, self.SAMPLE_RATE)
+
+
+def tone_pcm(seconds: float, sample_rate: int = ToneTTS.SAMPLE_RATE) -> bytes:
+    """A quiet 440 Hz tone, 16-bit mono PCM: what the fake TTS speaks a line as."""
+    t = np.arange(int(sample_rate * seconds), dtype=np.float32) / sample_rate
+    wave = 0.2 * np.sin(2 * math.pi * 440.0 * t) * 32767
+    return wave.astype(np.int16).tobytes()
 
 
 class _ToneStream(tts.ChunkedStream):

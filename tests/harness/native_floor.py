@@ -13,10 +13,8 @@ Its rooms carry `call_setup: off`, so the dispatcher leaves them alone.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 
-import numpy as np
 from livekit import api, rtc
 from livekit.agents import AgentServer, JobContext
 from livekit.protocol.sip import (
@@ -26,6 +24,7 @@ from livekit.protocol.sip import (
     SIPInboundTrunkInfo,
 )
 
+from agent.fakes import ToneTTS, tone_pcm
 from agent.worker import new_agent_server
 from config.agent_settings import AgentSettings
 from dispatcher.call_rooms import CALL_SETUP_KEY
@@ -34,7 +33,7 @@ from telemetry.logs import get_logger
 FLOOR_NUMBER = "+918000000099"
 FLOOR_AGENT = "floor-tone"
 FLOOR_ROOM_PREFIX = "floor"
-TONE_RATE = 24000
+TONE_RATE = ToneTTS.SAMPLE_RATE
 TONE_SECONDS = 1.5  # as long as the fake stack's longest spoken line
 
 log = get_logger(__name__)
@@ -84,11 +83,11 @@ async def create_floor_route(
 def tone_frames(seconds: float = TONE_SECONDS, frame_ms: int = 20) -> list[rtc.AudioFrame]:
     """A quiet 440 Hz tone cut in frames, as the fake TTS speaks a line."""
     per_frame = TONE_RATE * frame_ms // 1000
-    t = np.arange(int(TONE_RATE * seconds), dtype=np.float32) / TONE_RATE
-    wave = (0.2 * np.sin(2 * math.pi * 440.0 * t) * 32767).astype(np.int16)
+    pcm = tone_pcm(seconds, TONE_RATE)
+    step = per_frame * 2  # bytes: 16-bit samples
     return [
-        rtc.AudioFrame(wave[i : i + per_frame].tobytes(), TONE_RATE, 1, per_frame)
-        for i in range(0, len(wave) - per_frame + 1, per_frame)
+        rtc.AudioFrame(pcm[i : i + step], TONE_RATE, 1, per_frame)
+        for i in range(0, len(pcm) - step + 1, step)
     ]
 
 

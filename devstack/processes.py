@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,15 @@ def require_binary(name: str, version: str) -> Path:
     if not os.access(path, os.X_OK):
         raise RuntimeError(f"{path} is missing: run scripts/install_deps.sh first")
     return path
+
+
+def require_system_binary(name: str, package: str | None = None) -> str:
+    """`name` on PATH (a Debian package `scripts/install_deps.sh` installs), or one clear error."""
+    found = shutil.which(name)
+    if found is None:
+        from_package = f" (Debian {package})" if package else ""
+        raise RuntimeError(f"{name} is missing: run scripts/install_deps.sh{from_package}")
+    return found
 
 
 # Ports we pick for servers: below Linux's ephemeral range (32768-60999), from which the kernel

@@ -20,6 +20,7 @@ from devstack.processes import (
     http_ready,
     python_module,
     require_binary,
+    require_system_binary,
     tail,
 )
 from provisioning.load_balancer import Backend, render_haproxy_config
@@ -157,9 +158,7 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is missing: run scripts/install_deps.sh first")
+        binary = require_system_binary("redis-server")
         self._dir = Path(tempfile.mkdtemp(prefix="redis-"))
         # Arguments instead of a config file; `--save ""` and no AOF: nothing reaches the disk.
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
@@ -319,9 +318,7 @@ class LoadBalancer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> LoadBalancer:
-        binary = shutil.which("haproxy")
-        if binary is None:
-            raise RuntimeError("haproxy is missing: run scripts/install_deps.sh first")
+        binary = require_system_binary("haproxy")
         text = render_haproxy_config(f"127.0.0.1:{self.port}", self.backends)
         self._config_file = _config_file("haproxy-", text)
         self.process = ManagedProcess(
@@ -330,7 +327,11 @@ class LoadBalancer:
             self.log_path,
             ready=lambda: _accepts(self.port),
         )
-        self.process.start(timeout)
+        try:
+            self.process.start(timeout)
+        except BaseException:
+            self.stop()  # and its config file
+            raise
         return self
 
     def stop(self) -> None:

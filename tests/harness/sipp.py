@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.processes import ManagedProcess, free_port
+from devstack.processes import ManagedProcess, free_port, require_system_binary
 
 SCENARIO = Path(__file__).resolve().parent / "sipp_scenarios" / "uac_call.xml"
 CALLERS_CSV = Path(__file__).resolve().parent / "sipp_scenarios" / "callers.csv"
@@ -158,9 +158,7 @@ class SippRun:
     _out: Path | None = field(default=None, repr=False)
 
     def start(self) -> SippRun:
-        sipp = shutil.which("sipp")
-        if sipp is None:
-            raise RuntimeError("sipp is missing: run scripts/install_deps.sh (Debian sip-tester)")
+        sipp = require_system_binary("sipp", package="sip-tester")
         if not RTP_PCAP.is_file():
             raise RuntimeError(f"{RTP_PCAP} is missing: it comes with Debian's sip-tester")
         if self.workdir is None:

@@ -21,25 +21,21 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from livekit import api, rtc
 
+from config.settings import load_settings
 from contract.metadata import Persona, PersonaMetadata, encode_room_metadata
 from devstack.services import LiveKitServer, start_livekit_server
-from dispatcher.call_setup import CallSetup, SetupPolicy
-from dispatcher.caller import NumberFormat
-from dispatcher.livekit_api import LiveKitRooms
-from dispatcher.persona_cache import PersonaCache
-from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
-from dispatcher.persona_store import LocalPersonaStore
-from dispatcher.reconciler import PassReport, ReconcilePolicy, Reconciler
-from dispatcher.setup_guard import SetupGuard
+from dispatcher.reconciler import PassReport, Reconciler
+from dispatcher.service import build_reconciler, open_clients
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from telemetry.logs import configure_logging
-from telemetry.metrics import Metrics
 
 AGENT = "friday"
 
@@ -98,40 +94,25 @@ async def join_calls(server: LiveKitServer, rooms: list[str]) -> list[rtc.Room]:
     return joined
 
 
-def reconciler(server: LiveKitServer, rooms: LiveKitRooms) -> Reconciler:
-    metrics = Metrics()
-    policy = SetupPolicy(
-        agent_name=AGENT,
-        metadata_budget=60_000,
-        api_timeout_s=10,
-        lookups=("caller",),
-        number_format=NumberFormat(),
-        default_caller=None,
-        agent_join_timeout_s=10,
+@asynccontextmanager
+async def reconciler(server: LiveKitServer) -> AsyncIterator[Reconciler]:
+    """A fresh dispatcher's reconciler, wired as the service wires it (`open_clients`,
+    `build_reconciler`): the persona API off, no Redis, the reconciler's default timings."""
+    settings = load_settings(
+        {
+            "LIVEKIT_URL": server.http_url,
+            "LIVEKIT_API_KEY": DEV_API_KEY,
+            "LIVEKIT_API_SECRET": DEV_API_SECRET,
+            "LIVEKIT_API_TIMEOUT_S": "10",
+            "PERSONA_API_BASE": "off",
+            "USER_MAPPING_DIR": tempfile.mkdtemp(),
+            "AGENT_NAME": AGENT,
+        }
     )
-    resolver = PersonaResolver(
-        None,
-        LocalPersonaStore(PersonaCache(300, 30, 10_000)),
-        PersonaFiles(Path(tempfile.mkdtemp())),
-        Persona(instructions="default"),
-        3.0,
-        metrics,
-    )
-    setup = CallSetup(rooms, resolver, policy, metrics)
-    guard = SetupGuard(setup.run, 10_000)
-    return Reconciler(
-        rooms,
-        setup,
-        guard,
-        ReconcilePolicy(
-            interval_s=2,
-            grace_s=3,
-            agent_join_timeout_s=10,
-            agent_name=AGENT,
-            api_timeout_s=10,
-        ),
-        metrics,
-    )
+    async with open_clients(settings) as clients:
+        built = build_reconciler(settings, clients)
+        assert built is not None  # RECONCILE_INTERVAL_S is not 0
+        yield built
 
 
 async def passes(r: Reconciler, count: int) -> tuple[list[PassReport], list[float]]:
@@ -155,7 +136,6 @@ def line(label: str, reports: list[PassReport], cpu: list[float]) -> str:
 
 async def run(sizes: list[int], count: int, with_calls: int) -> None:
     server = start_livekit_server(log_path=Path(tempfile.mkdtemp()) / "livekit-server.log")
-    rooms = LiveKitRooms(server.http_url, DEV_API_KEY, DEV_API_SECRET)
     lk = api.LiveKitAPI(server.http_url, DEV_API_KEY, DEV_API_SECRET)
     joined: list[rtc.Room] = []
     try:
@@ -163,15 +143,16 @@ async def run(sizes: list[int], count: int, with_calls: int) -> None:
         created = 0
         for size in sizes:
             created += len(await create_rooms(lk, size - created, "bench"))
-            reports, cpu = await passes(reconciler(server, rooms), count)
+            async with reconciler(server) as steady:
+                reports, cpu = await passes(steady, count)
             print(line(f"steady ({size} set up)", reports, cpu))
         if with_calls:
             names = await create_rooms(lk, with_calls, "call")
             joined = await join_calls(server, names)
             await asyncio.sleep(6)  # livekit-server refreshes room participant counts every 5 s
-            fresh = reconciler(server, rooms)
-            first, cpu1 = await passes(fresh, 1)
-            later, cpu2 = await passes(fresh, count)
+            async with reconciler(server) as fresh:
+                first, cpu1 = await passes(fresh, 1)
+                later, cpu2 = await passes(fresh, count)
             print(line(f"first look ({with_calls} calls)", first, cpu1))
             print(line(f"after it ({with_calls} calls)", later, cpu2))
             print("first pass calls:", orjson.dumps(first[0].api_calls).decode())
@@ -179,7 +160,6 @@ async def run(sizes: list[int], count: int, with_calls: int) -> None:
         for r in joined:
             await r.disconnect()
         await lk.aclose()
-        await rooms.aclose()
         server.stop()
 
 

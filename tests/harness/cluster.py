@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from livekit import api
 from redis import Redis
 
-from devstack.processes import ROOT, ManagedProcess, free_port
+from devstack.processes import ManagedProcess, free_port
 from devstack.services import (
     LiveKitServer,
     LoadBalancer,
@@ -31,7 +30,12 @@ from devstack.services import (
 from provisioning.load_balancer import Backend
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.harness.fake_persona_api import start_fake_persona_api
-from tests.harness.stack import persona_control, persona_stats
+from tests.harness.stack import (
+    copy_user_mapping,
+    dispatcher_test_env,
+    persona_control,
+    persona_stats,
+)
 
 
 @dataclass
@@ -90,8 +94,7 @@ def start_cluster(
 ) -> Cluster:
     """Start everything (the caller stops it); dispatcher logs are `dispatcher-<i>.log`."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    mapping = work / "user-mapping"
-    shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
+    mapping = copy_user_mapping(work)
     started: list[Any] = []
     try:
         lk_redis = start_redis(log_path=log_dir / "redis-livekit.log")
@@ -116,18 +119,12 @@ def start_cluster(
             )
             started.append(node)
             livekit_nodes.append(node)
-        env = {
-            "LIVEKIT_API_KEY": DEV_API_KEY,
-            "LIVEKIT_API_SECRET": DEV_API_SECRET,
-            "PERSONA_API_BASE": f"http://127.0.0.1:{persona_port}/mobile",
-            "PERSONA_CACHE_URL": f"redis://{cache_redis.address}/0",
-            "USER_MAPPING_DIR": str(mapping),
-            "PERSONA_DEADLINE_S": "3",
-            "PERSONA_ATTEMPT_TIMEOUT_S": "2",
-            "AGENT_JOIN_TIMEOUT_S": "60",
-            "LOG_LEVEL": "info",
+        env = dispatcher_test_env(
+            persona_port,
+            mapping,
+            PERSONA_CACHE_URL=f"redis://{cache_redis.address}/0",
             **(dispatcher_env or {}),
-        }
+        )
         dispatchers = []
         for i, port in enumerate(ports):
             node = livekit_nodes[i % nodes]

@@ -124,6 +124,31 @@ class Stack:
         self.recorder.stop()
 
 
+def copy_user_mapping(work: Path) -> Path:
+    """The project's file personas, copied where a test may add its own."""
+    mapping = work / "user-mapping"
+    shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
+    return mapping
+
+
+def dispatcher_test_env(persona_port: int, mapping: Path, **overrides: str) -> dict[str, str]:
+    """A dispatcher's settings in the tests: our keys, the fake persona API on `persona_port`,
+    the file personas in `mapping`, short persona deadlines; `overrides` win."""
+    return {
+        "LIVEKIT_API_KEY": DEV_API_KEY,
+        "LIVEKIT_API_SECRET": DEV_API_SECRET,
+        "PERSONA_API_BASE": f"http://127.0.0.1:{persona_port}/mobile",
+        "USER_MAPPING_DIR": str(mapping),
+        "PERSONA_DEADLINE_S": "3",
+        "PERSONA_ATTEMPT_TIMEOUT_S": "2",
+        # The tests' rooms get no agent unless a test starts a worker: the reconciler leaves
+        # their dispatches alone unless a test asks for a shorter wait.
+        "AGENT_JOIN_TIMEOUT_S": "60",
+        "LOG_LEVEL": "info",
+        **overrides,
+    }
+
+
 def start_stack(
     log_dir: Path,
     work: Path,
@@ -141,8 +166,7 @@ def start_stack(
     recorder gets a copy of each webhook unless `record_webhooks` is off (a benchmark's server
     should send what a deployment's sends)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    mapping = work / "user-mapping"
-    shutil.copytree(ROOT / "user-mapping", mapping, dirs_exist_ok=True)
+    mapping = copy_user_mapping(work)
     persona_port = free_port()
     ports = [free_port() for _ in range(replicas)]
     recorder = WebhookRecorder()
@@ -157,21 +181,13 @@ def start_stack(
         redis_address=redis_address,
         log_path=log_dir / "livekit-server.log",
     )
-    env = {
-        "LIVEKIT_URL": livekit.ws_url,
-        "LIVEKIT_API_KEY": DEV_API_KEY,
-        "LIVEKIT_API_SECRET": DEV_API_SECRET,
-        "PERSONA_API_BASE": f"http://127.0.0.1:{persona_port}/mobile",
-        "USER_MAPPING_DIR": str(mapping),
-        "PERSONA_DEADLINE_S": "3",
-        "PERSONA_ATTEMPT_TIMEOUT_S": "2",
-        "PERSONA_CACHE_TTL_S": "0.5",
-        # The tests' rooms get no agent unless a test starts a worker: the reconciler leaves
-        # their dispatches alone unless a test asks for a shorter wait.
-        "AGENT_JOIN_TIMEOUT_S": "60",
-        "LOG_LEVEL": "info",
+    env = dispatcher_test_env(
+        persona_port,
+        mapping,
+        LIVEKIT_URL=livekit.ws_url,
+        PERSONA_CACHE_TTL_S="0.5",
         **(dispatcher_env or {}),
-    }
+    )
     dispatchers = [
         dispatcher_process(
             port, env, log_dir / ("dispatcher.log" if i == 0 else f"dispatcher-{i}.log")

@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 from livekit import api, rtc
 
+from bench import setup_latency
 from config.settings import load_settings
 from contract.metadata import Persona, PersonaMetadata, encode_room_metadata
 from devstack.services import LiveKitServer, start_livekit_server
@@ -36,6 +37,7 @@ from dispatcher.reconciler import PassReport, Reconciler
 from dispatcher.service import build_reconciler, open_clients
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from telemetry.logs import configure_logging
+from tests.harness.stack import participant_token
 
 AGENT = "friday"
 
@@ -54,29 +56,12 @@ def old_persona(number: str) -> str:
 
 
 async def create_rooms(lk: api.LiveKitAPI, count: int, prefix: str) -> list[str]:
+    """`count` rooms holding a persona written long ago, kept alive while empty."""
     names = [f"{prefix}_{i:05d}_{uuid.uuid4().hex[:6]}" for i in range(count)]
-    gate = asyncio.Semaphore(20)
-
-    async def one(name: str) -> None:
-        async with gate:
-            await lk.room.create_room(
-                api.CreateRoomRequest(
-                    name=name, empty_timeout=900, metadata=old_persona(name.split("_")[1])
-                )
-            )
-
-    await asyncio.gather(*(one(n) for n in names))
-    return names
-
-
-def token(server: LiveKitServer, room: str, identity: str, kind: str) -> str:
-    return (
-        api.AccessToken(server.config.api_key, server.config.api_secret)
-        .with_identity(identity)
-        .with_kind(kind)  # type: ignore[arg-type]
-        .with_grants(api.VideoGrants(room_join=True, room=room, agent=kind == "agent"))
-        .to_jwt()
+    await setup_latency.create_rooms(
+        lk, names, empty_timeout=900, metadata=lambda name: old_persona(name.split("_")[1])
     )
+    return names
 
 
 async def join_calls(server: LiveKitServer, rooms: list[str]) -> list[rtc.Room]:
@@ -87,7 +72,7 @@ async def join_calls(server: LiveKitServer, rooms: list[str]) -> list[rtc.Room]:
             r = rtc.Room()
             await r.connect(
                 server.ws_url,
-                token(server, name, identity, kind),
+                participant_token(name, identity, kind=kind),
                 rtc.RoomOptions(auto_subscribe=False),
             )
             joined.append(r)

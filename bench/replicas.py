@@ -22,10 +22,18 @@ import aiohttp
 from livekit import api
 from redis import asyncio as aioredis
 
-from bench.setup_latency import create_rooms, rss_mib, run_concurrently
+from bench.setup_latency import (
+    Webhook,
+    create_rooms,
+    post_webhook,
+    rss_mib,
+    run_concurrently,
+    signed,
+)
 from devstack.processes import ManagedProcess, free_port
 from devstack.services import (
     LiveKitServer,
+    LoadBalancer,
     dispatcher_process,
     start_livekit_server,
     start_load_balancer,
@@ -34,7 +42,6 @@ from devstack.services import (
 from provisioning.load_balancer import Backend
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.harness.fake_persona_api import start_fake_persona_api
-from tests.harness.signing import participant_joined, sign
 from tests.harness.stack import persona_control, persona_stats
 from tests.harness.timings import percentile
 
@@ -54,26 +61,14 @@ def fleet_env(livekit: LiveKitServer, persona_url: str, cache_url: str | None) -
 
 
 async def post_all(
-    url: str, webhooks: list[tuple[str, bytes, str]], concurrency: int
+    url: str, webhooks: list[Webhook], concurrency: int
 ) -> tuple[list[float], float]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2)) as http:
 
         async def post(i: int) -> None:
-            room, body, token = webhooks[i]
-            async with http.post(url, data=body, headers={"Authorization": token}) as r:
-                if r.status != 200:
-                    raise RuntimeError(f"{room}: HTTP {r.status} {await r.text()}")
-                await r.read()
+            await post_webhook(http, url, webhooks[i])
 
         return await run_concurrently(len(webhooks), concurrency, post)
-
-
-def signed(rooms: list[str], numbers: list[str]) -> list[tuple[str, bytes, str]]:
-    out = []
-    for i, room in enumerate(rooms):
-        body = participant_joined(room, number=numbers[i % len(numbers)])
-        out.append((room, body, sign(body)))
-    return out
 
 
 async def run_fleet(
@@ -88,25 +83,30 @@ async def run_fleet(
     """Start `replicas` dispatchers behind HAProxy, post each batch of `work` (label, numbers,
     count), stop them; per batch its latencies, wall time and the replicas' RSS after it."""
     ports = [free_port() for _ in range(replicas)]
-    balancer = start_load_balancer(
-        [Backend(f"d{i}", "127.0.0.1", p) for i, p in enumerate(ports)],
-        log_path=log_dir / "haproxy.log",
-    )
     fleet: list[ManagedProcess] = []
+    balancer: LoadBalancer | None = None
     results = []
     try:
         for i, port in enumerate(ports):
             fleet.append(dispatcher_process(port, env, log_dir / f"dispatcher-{i}.log").start())
+        # After the replicas answer: HAProxy then counts them up from its first check, and
+        # does not turn the first webhooks away while it notices them.
+        balancer = start_load_balancer(
+            [Backend(f"d{i}", "127.0.0.1", p) for i, p in enumerate(ports)],
+            log_path=log_dir / "haproxy.log",
+        )
         url = balancer.url + "/webhooks/livekit"
         for label, numbers, count in work:
             rooms = [f"{label}_{uuid.uuid4().hex[:8]}" for _ in range(count)]
             await create_rooms(lk, rooms)
-            latencies, wall = await post_all(url, signed(rooms, numbers), concurrency)
+            webhooks = [signed(r, numbers[i % len(numbers)]) for i, r in enumerate(rooms)]
+            latencies, wall = await post_all(url, webhooks, concurrency)
             results.append((label, latencies, wall, [rss_mib(d.pid) for d in fleet]))
     finally:
         for d in fleet:
             d.stop()
-        balancer.stop()
+        if balancer is not None:
+            balancer.stop()
     return results
 
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from livekit import api
@@ -53,14 +54,43 @@ async def run_concurrently(
     return latencies, time.perf_counter() - started
 
 
-async def create_rooms(lk: api.LiveKitAPI, names: list[str]) -> None:
+async def create_rooms(
+    lk: api.LiveKitAPI,
+    names: list[str],
+    *,
+    empty_timeout: int = 300,
+    metadata: Callable[[str], str] | None = None,
+) -> None:
+    """The rooms `names`, 20 creations at a time; `metadata(name)` for each room's metadata."""
     sem = asyncio.Semaphore(20)
 
     async def create(name: str) -> None:
+        meta = metadata(name) if metadata else ""
         async with sem:
-            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=300))
+            await lk.room.create_room(
+                api.CreateRoomRequest(name=name, empty_timeout=empty_timeout, metadata=meta)
+            )
 
     await asyncio.gather(*(create(n) for n in names))
+
+
+Webhook = tuple[str, bytes, str]  # room, body, its signature
+
+
+def signed(room: str, number: str) -> Webhook:
+    """A SIP caller's `participant_joined`, signed beforehand: the client's signing is not the
+    dispatcher's latency."""
+    body = participant_joined(room, number=number)
+    return room, body, sign(body)
+
+
+async def post_webhook(http: aiohttp.ClientSession, url: str, webhook: Webhook) -> Any:
+    """Post one webhook; its JSON answer, or `RuntimeError` on any status but 200."""
+    room, body, token = webhook
+    async with http.post(url, data=body, headers={"Authorization": token}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{room}: HTTP {r.status} {await r.text()}")
+        return await r.json()
 
 
 def rss_mib(pid: int) -> float:
@@ -99,18 +129,10 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c * 2)) as http:
 
-            def signed(room: str, number: str) -> tuple[str, bytes, str]:
-                body = participant_joined(room, number=number)
-                return room, body, sign(body)
-
-            async def post(webhook: tuple[str, bytes, str]) -> None:
-                room, body, token = webhook
-                async with http.post(url, data=body, headers={"Authorization": token}) as r:
-                    if r.status != 200:
-                        raise RuntimeError(f"{room}: HTTP {r.status} {await r.text()}")
-                    answer = await r.json()
-                    if answer["status"] != "dispatched":
-                        raise RuntimeError(f"{room}: {answer}")
+            async def post(webhook: Webhook) -> None:
+                answer = await post_webhook(http, url, webhook)
+                if answer["status"] != "dispatched":
+                    raise RuntimeError(f"{webhook[0]}: {answer}")
 
             warm = [f"warm_{i}" for i in range(len(NUMBERS))]
             await create_rooms(lk, warm)
@@ -120,7 +142,6 @@ async def bench(n: int, c: int, log_dir: Path) -> None:
             rss_before = rss_mib(dispatcher.pid)
             rooms = [f"bench_{i}" for i in range(n)]
             await create_rooms(lk, rooms)
-            # Bodies are signed beforehand: the client's signing is not the dispatcher's latency.
             webhooks = [signed(r, NUMBERS[i % len(NUMBERS)]) for i, r in enumerate(rooms)]
             ours, ours_wall = await run_concurrently(n, c, lambda i: post(webhooks[i]))
 

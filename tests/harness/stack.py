@@ -233,7 +233,7 @@ def participant_token(
         .with_identity(identity)
         .with_kind(kind)  # type: ignore[arg-type]
         .with_attributes(attributes or {})
-        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .with_grants(api.VideoGrants(room_join=True, room=room, agent=kind == "agent"))
         .to_jwt()
     )
 

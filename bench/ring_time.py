@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -146,24 +146,23 @@ async def settle(
         async def open_rooms() -> list[str]:
             return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
 
+        async def no_rooms() -> bool:
+            return not await open_rooms()
+
         try:
-            await eventually(lambda: not_(open_rooms), within_s, "the rooms to close", 0.25)
+            await eventually(no_rooms, within_s, "the rooms to close", 0.25)
         except AssertionError:
             left = await open_rooms()
             print(f"deleting {len(left)} room(s) still open", flush=True)
             for name in left:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=name))
-            await eventually(lambda: not_(open_rooms), within_s, "the rooms to close", 0.25)
+            await eventually(no_rooms, within_s, "the rooms to close", 0.25)
         if warm:
             server = chain.stack.livekit
             await refresh_agent_names(
                 lk, server.ws_url, server.config.api_key, server.config.api_secret
             )
     await asyncio.sleep(settle_s)
-
-
-async def not_(probe: Callable[[], Awaitable[list[str]]]) -> bool:
-    return not await probe()
 
 
 def service_pids(chain: Chain, worker: AgentWorker, run: SippRun) -> dict[str, int]:
@@ -199,7 +198,7 @@ def run_batch(
         rtp_seconds=args.rtp_seconds,
         timeout=args.timeout,
         workdir=args.log_dir / "sipp" / f"{route}-{round_}",
-        nice=args.sipp_nice if args.sipp_nice is not None else SIPP_NICE,
+        nice=args.sipp_nice,
     )
     started = time.monotonic()
     with PeakMemory(worker.process.pid) as peak:
@@ -340,7 +339,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sipp-nice",
         type=int,
-        default=None,
+        default=SIPP_NICE,
         help=f"run sipp at this nice value (default {SIPP_NICE}: ahead of the services as root)",
     )
     parser.add_argument(

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Client, post
 from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
+from tests.harness.metrics import Samples, parse_metrics
 from tests.harness.signing import participant_joined
 
 pytestmark = pytest.mark.service
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 async def scrape(client: Client) -> Samples:
     resp = await client.get("/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
-    text = await resp.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return parse_metrics(await resp.text())
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from livekit import api, rtc
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import read_log_events
 from devstack.processes import ROOT, ManagedProcess
+from tests.harness.metrics import Samples, parse_metrics
 from tests.harness.stack import (
     Stack,
     agent_dispatches,
@@ -85,15 +85,10 @@ def repairs(log: Any, room: str) -> list[dict[str, Any]]:
     return read_log_events(log, event="call.repaired", room=room)
 
 
-def metric_values(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def metric_values(url: str) -> Samples:
     """Every sample of the dispatcher's `/metrics`, parsed by Prometheus' own text parser."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+        return parse_metrics(resp.read().decode())
 
 
 def record(name: str, **values: Any) -> None:

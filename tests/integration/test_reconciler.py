@@ -29,6 +29,7 @@ from tests.harness.stack import (
     start_stack,
     unique_room,
 )
+from tests.harness.timings import record_timings
 
 AGENT = "repair-agent"
 CALL_SETUP_OFF = '{"call_setup": "off"}'
@@ -91,11 +92,6 @@ def metric_values(url: str) -> Samples:
         return parse_metrics(resp.read().decode())
 
 
-def record(name: str, **values: Any) -> None:
-    with (LOG_DIR / "timings.jsonl").open("a") as f:
-        f.write(json.dumps({"test": name, **values}) + "\n")
-
-
 async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
     lost: Stack, lk: api.LiveKitAPI, rooms: list[rtc.Room]
 ) -> None:
@@ -131,7 +127,8 @@ async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
         assert repair["cause"] == "lost_webhook"
         assert repair["waited_s"] >= 1.0
         assert repair["dispatch_id"] == found[0].id
-        record(
+        record_timings(
+            LOG_DIR,
             "lost webhook at start-up",
             room=room,
             repair_delay_s=round(found[0].state.created_at / 1e9 - started, 3),

@@ -46,7 +46,7 @@ RECONCILE = {
 @pytest.fixture(scope="module")
 def lost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """livekit-server whose webhooks reach no dispatcher; the dispatcher is started by the tests."""
-    for old in LOG_DIR.glob("*.log"):
+    for old in [*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl")]:
         old.unlink()
     s = start_stack(
         LOG_DIR,

@@ -1,5 +1,6 @@
-"""Fixtures shared by the service tests: the fake persona API, a fake LiveKit Twirp API, settings
-and captured log events."""
+"""Fixtures shared by the service tests: the fake persona API, a fake LiveKit Twirp API, settings,
+captured log events, and a test client of the webhook service with `post` to sign and send it a
+webhook."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from config.settings import Settings, load_settings
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from telemetry.logs import configure_logging
 from tests.harness import fake_livekit as livekit_twirp
 from tests.harness import fake_persona_api as persona_api
+from tests.harness.signing import sign
+from webhooks.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+PATH = "/webhooks/livekit"
+Client = TestClient[Any, Any]
 
 
 class LogCapture:
@@ -93,6 +98,24 @@ def make_settings(
         return load_settings(base)
 
     return build
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], logs: LogCapture
+) -> Client:
+    """The webhook service on the fake persona and LiveKit APIs, its log events in `logs`."""
+    c: Client = await aiohttp_client(create_app(make_settings()))
+    return c
+
+
+async def post(client: Client, body: bytes, token: str | None = None) -> tuple[int, Any]:
+    """`body` posted as LiveKit posts a webhook, signed unless `token` is given: the answer's
+    status and JSON."""
+    headers = {"Content-Type": "application/webhook+json"}
+    headers["Authorization"] = sign(body) if token is None else token
+    resp = await client.post(PATH, data=body, headers=headers)
+    return resp.status, await resp.json()
 
 
 MARKED_DIRECTORIES = {

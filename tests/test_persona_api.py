@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,10 +21,11 @@ from dispatcher.persona_api import (
     PersonaApiConfig,
     PersonaUpstreamError,
 )
+from tests.harness.fake_persona_api import FIXTURES
 
 pytestmark = pytest.mark.service
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "personas" / "num_8655701159.json"
+FIXTURE = FIXTURES / "num_8655701159.json"
 KIB = 1024
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,9 +13,9 @@ from dispatcher.persona_payload import (
     compose_instructions,
     parse_persona_payload,
 )
+from tests.harness.fake_persona_api import FIXTURES
 
 pytestmark = pytest.mark.unit
-FIXTURES = Path(__file__).parent / "fixtures" / "personas"
 
 
 def load(name: str) -> Any:

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 from livekit import api
 
 from config.settings import Settings
@@ -17,7 +16,7 @@ from contract.metadata import decode_persona_metadata
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import CallParty
 from dispatcher.service import open_clients
-from tests.conftest import ROOT, LogCapture
+from tests.conftest import PATH, ROOT, Client, LogCapture, post
 from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
 from tests.harness.signing import participant_joined, room_event, sign
@@ -26,23 +25,6 @@ from webhooks.app import create_app
 from webhooks.keys import CALL_SETUP
 
 pytestmark = pytest.mark.service
-PATH = "/webhooks/livekit"
-Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def client(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], logs: LogCapture
-) -> Client:
-    c: Client = await aiohttp_client(create_app(make_settings()))
-    return c
-
-
-async def post(client: Client, body: bytes, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/webhook+json"}
-    headers["Authorization"] = sign(body) if token is None else token
-    resp = await client.post(PATH, data=body, headers=headers)
-    return resp.status, await resp.json()
 
 
 def persona_in(fake: FakeLiveKit, room: str) -> Any:

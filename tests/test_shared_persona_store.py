@@ -27,10 +27,10 @@ from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
 from dispatcher.shared_persona_store import SharedPersonaStore
 from telemetry.metrics import Metrics
-from tests.conftest import LogCapture
+from tests.conftest import LogCapture, post
 from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
-from tests.harness.signing import participant_joined, sign
+from tests.harness.signing import participant_joined
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.service
@@ -250,9 +250,8 @@ async def test_readiness_and_metrics_show_which_cache_serves(
         create_app(make_settings(PERSONA_CACHE_URL=f"redis://127.0.0.1:{free_port()}/0"))
     )
     fake_lk.add_room("call_1")
-    body = participant_joined("call_1", number=NUMBER)
-    answer = await down.post("/webhooks/livekit", data=body, headers={"Authorization": sign(body)})
-    assert (await answer.json())["status"] == "dispatched"
+    _, answer = await post(down, participant_joined("call_1", number=NUMBER))
+    assert answer["status"] == "dispatched"
     ready = await down.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["persona_cache"] == "shared_unavailable"

@@ -17,7 +17,7 @@ from devstack.processes import ROOT
 from devstack.services import RedisServer
 from telemetry.logs import redact_text
 from tests.harness.cluster import Cluster, start_cluster
-from tests.harness.fixture_personas import one_number_persona
+from tests.harness.fixture_personas import BY_NUMBER, MEERA, PRIYA, one_number_persona
 from tests.harness.room_peer import wait_sip_participant
 from tests.harness.sip_stack import start_sip_stack
 from tests.harness.sipp import Call
@@ -31,13 +31,10 @@ from tests.harness.stack import (
 
 LOG_DIR = ROOT / "var" / "log" / "distributed"
 AGENT = "friday"
-# The fixture personas (tests/fixtures/personas) and their ids, stated here, not computed:
-# 9000000002's active campaign is Meera's; 9000000003's bare agent has no id.
-PERSONAS: dict[str, str | None] = {
-    "8655701159": "prs_3001",
-    "9000000002": "prs_festive",
-    "9000000003": None,
-}
+# The fixture personas (tests/fixtures/personas) and their ids, as tests/harness/fixture_personas.py
+# states them (not parsed from the files): 9000000002's active campaign is Meera's; 9000000003's
+# bare agent has no id.
+PERSONAS: dict[str, str | None] = {number: p.persona_id for number, p in BY_NUMBER.items()}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +138,7 @@ async def test_a_replica_killed_mid_run_loses_no_call(
             )
             await asyncio.sleep(0.2)
         for room in calls:
-            await one_dispatch_and_persona(lk, room, "prs_3001")
+            await one_dispatch_and_persona(lk, room, PRIYA.persona_id)
         survivor = cluster.dispatchers[0].log_path
         late = [r for r in calls[3:] if read_log_events(survivor, event="call.setup_done", room=r)]
         assert late, "the surviving replica set up the calls after the kill"
@@ -201,7 +198,7 @@ async def test_a_real_sip_call_on_two_nodes_is_answered_by_its_persona(
         assert result.successful == 1, result.summary()
         room = join.room
         applied = read_log_events(worker.log_path, event="persona.applied", room=room)
-        assert [e["persona_id"] for e in applied] == ["prs_festive"]
+        assert [e["persona_id"] for e in applied] == [MEERA.persona_id]
         # The room's start and the caller's join may reach different replicas: each sets the
         # call up, one dispatches and the other finds that dispatch.
         dispatched = sorted(

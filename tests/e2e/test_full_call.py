@@ -18,7 +18,7 @@ from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
 from tests.e2e.service_logs import records, spoken
-from tests.harness.fixture_personas import PRIYA, one_number_persona
+from tests.harness.fixture_personas import MEERA, PRIYA, one_number_persona
 from tests.harness.room_peer import wait_sip_participant
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult, read_injection
@@ -142,7 +142,7 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
     assert len(rooms) == 1
     room = rooms[0]
     resolved = [e for e in records(stack.dispatcher_log, "persona.resolved") if e["room"] == room]
-    assert [(e["status"], e["persona_id"]) for e in resolved] == [("loaded", "prs_3001")]
+    assert [(e["status"], e["persona_id"]) for e in resolved] == [("loaded", PRIYA.persona_id)]
     assert (
         len([e for e in records(stack.dispatcher_log, "agent.dispatched") if e["room"] == room])
         == 1
@@ -150,7 +150,7 @@ async def test_one_call_is_answered_by_the_agent_in_the_callers_persona(
 
     applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == room]
     assert [(e["status"], e["read_from"], e["persona_id"]) for e in applied] == [
-        ("loaded", "job", "prs_3001")
+        ("loaded", "job", PRIYA.persona_id)
     ]
     assert " ".join(tts_lines(worker, room)[:2]) == PRIYA.welcome
 
@@ -246,8 +246,9 @@ async def test_a_call_whose_webhook_was_lost_is_answered_by_its_persona(
         assert repair["cause"] == "lost_webhook"
         applied = [e for e in records(worker.log_path, "persona.applied") if e["room"] == join.room]
         # tests/fixtures/personas/num_9000000002.json: its active campaign's agent is Meera.
-        assert [(e["status"], e["persona_id"]) for e in applied] == [("loaded", "prs_festive")]
-        welcome = "Hello! Meera here from Xeny Bank with a festive offer for you."
+        assert [(e["status"], e["persona_id"]) for e in applied] == [("loaded", MEERA.persona_id)]
+        welcome = MEERA.welcome
+        assert welcome is not None
         assert " ".join(tts_lines(worker, join.room))[: len(welcome)] == welcome
         # The stopped dispatcher, the one livekit-server sends webhooks to, never saw this call.
         seen = [e["room"] for e in records(stack.dispatcher_log, "call.caller_detected")]

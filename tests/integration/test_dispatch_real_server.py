@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from livekit import api
 
-from devstack.processes import ROOT
+from tests.harness.fake_persona_api import FIXTURES
 from tests.harness.fixture_personas import ASHA
 from tests.harness.stack import (
     Stack,
@@ -24,7 +24,6 @@ from tests.harness.stack import (
 )
 
 AGENT = "friday"
-FIXTURES = ROOT / "tests" / "fixtures" / "personas"
 
 
 async def test_sip_participant_gets_persona_then_one_dispatch(

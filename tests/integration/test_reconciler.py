@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from livekit import api, rtc
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import read_log_events
 from devstack.processes import ROOT, ManagedProcess
+from tests.harness.metrics import Samples, parse_metrics
 from tests.harness.stack import (
     Stack,
     agent_dispatches,
@@ -29,6 +29,7 @@ from tests.harness.stack import (
     start_stack,
     unique_room,
 )
+from tests.harness.timings import record_timings
 
 AGENT = "repair-agent"
 CALL_SETUP_OFF = '{"call_setup": "off"}'
@@ -45,7 +46,7 @@ RECONCILE = {
 @pytest.fixture(scope="module")
 def lost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """livekit-server whose webhooks reach no dispatcher; the dispatcher is started by the tests."""
-    for old in LOG_DIR.glob("*.log"):
+    for old in [*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl")]:
         old.unlink()
     s = start_stack(
         LOG_DIR,
@@ -85,20 +86,10 @@ def repairs(log: Any, room: str) -> list[dict[str, Any]]:
     return read_log_events(log, event="call.repaired", room=room)
 
 
-def metric_values(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def metric_values(url: str) -> Samples:
     """Every sample of the dispatcher's `/metrics`, parsed by Prometheus' own text parser."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def record(name: str, **values: Any) -> None:
-    with (LOG_DIR / "timings.jsonl").open("a") as f:
-        f.write(json.dumps({"test": name, **values}) + "\n")
+        return parse_metrics(resp.read().decode())
 
 
 async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
@@ -136,7 +127,8 @@ async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
         assert repair["cause"] == "lost_webhook"
         assert repair["waited_s"] >= 1.0
         assert repair["dispatch_id"] == found[0].id
-        record(
+        record_timings(
+            LOG_DIR,
             "lost webhook at start-up",
             room=room,
             repair_delay_s=round(found[0].state.created_at / 1e9 - started, 3),

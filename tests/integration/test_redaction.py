@@ -12,9 +12,9 @@ from livekit import api
 
 from devstack.agent_worker import AgentWorker
 from devstack.logs import read_log_events
-from devstack.processes import ROOT
 from operator_tools.log_inspector_cli import main as persona_logs
 from telemetry.logs import redact_text
+from tests.harness.fake_persona_api import FIXTURES
 from tests.harness.stack import (
     Stack,
     agent_dispatches,
@@ -24,7 +24,7 @@ from tests.harness.stack import (
     unique_room,
 )
 
-FIXTURE = ROOT / "tests" / "fixtures" / "personas" / "num_8655701159.json"
+FIXTURE = FIXTURES / "num_8655701159.json"
 
 
 def text_of(path: Path) -> str:

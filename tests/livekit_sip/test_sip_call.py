@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import statistics
 import time
-from typing import Any
 
 import pytest
 from livekit import api
@@ -25,15 +23,8 @@ from tests.harness.room_peer import (
 from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import TEST_CALLER, Call, read_injection
 from tests.harness.stack import WebhookRecorder, eventually
-from tests.harness.timings import percentile
+from tests.harness.timings import percentile, record_timings
 from tests.livekit_sip.conftest import LOG_DIR
-
-
-def record_timings(name: str, **values: Any) -> None:
-    """Append measured times to var/log/livekit-sip/timings.jsonl (figures, not assertions)."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with (LOG_DIR / "timings.jsonl").open("a") as f:
-        f.write(json.dumps({"test": name, **values}) + "\n")
 
 
 async def test_invite_rings_and_puts_the_caller_in_a_call_room_as_a_sip_participant(
@@ -76,6 +67,7 @@ async def test_invite_rings_and_puts_the_caller_in_a_call_room_as_a_sip_particip
         [sip] = [x for x in resp.participants if x.kind == ParticipantInfo.Kind.SIP]
         assert sip.attributes["sip.callStatus"] == "ringing"
         record_timings(
+            LOG_DIR,
             "ringing",
             invite_to_participant_ms=round(join.seen_after_s * 1000),
             invite_to_webhook_ms=round(hooked_at * 1000),
@@ -126,6 +118,7 @@ async def test_call_is_answered_once_a_peer_publishes_audio_and_ends_with_bye(
         "participant_left for the SIP participant",
     )
     record_timings(
+        LOG_DIR,
         "one call",
         invite_to_participant_ms=round(join.seen_after_s * 1000),
         invite_to_200_ms=call.ring_ms,
@@ -180,6 +173,7 @@ async def test_twenty_calls_are_each_answered_in_their_own_room(
         j.seen_after_s * 1000 - timings[run.call_id(n)].invite_ms for n, j in enumerate(joins, 1)
     ]
     record_timings(
+        LOG_DIR,
         f"twenty {mode}",
         invite_to_200_ms_p50=statistics.median(rings),
         invite_to_200_ms_p95=percentile(rings, 95),

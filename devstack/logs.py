@@ -41,3 +41,11 @@ def read_log_events(path: Path, offset: int = 0, **match: Any) -> list[dict[str,
     return [
         r for r in read_json_lines(path, offset) if all(r.get(k) in vs for k, vs in wanted.items())
     ]
+
+
+def clear_logs(log_dir: Path, *patterns: str) -> None:
+    """Remove a previous run's logs and figures from `log_dir` (`*.log` and `*.jsonl`, or
+    `patterns`), so that a run's files hold that run alone."""
+    for pattern in patterns or ("*.log", "*.jsonl"):
+        for old in log_dir.glob(pattern):
+            old.unlink(missing_ok=True)

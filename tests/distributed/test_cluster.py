@@ -12,7 +12,7 @@ import pytest
 from livekit import api, rtc
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import read_json_lines, read_log_events
+from devstack.logs import clear_logs, read_json_lines, read_log_events
 from devstack.processes import ROOT
 from devstack.services import RedisServer
 from telemetry.logs import redact_text
@@ -39,8 +39,7 @@ PERSONAS: dict[str, str | None] = {number: p.persona_id for number, p in BY_NUMB
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    for old in [*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl")]:
-        old.unlink()
+    clear_logs(LOG_DIR)
     c = start_cluster(LOG_DIR, tmp_path_factory.mktemp("cluster"))
     yield c
     c.stop()

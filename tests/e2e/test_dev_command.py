@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.logs import clear_logs
 from devstack.processes import ROOT, free_port, free_udp_range, port_free, tail
 from provisioning.sip_setup import load_trunk
 from telemetry.logs import redact_text
@@ -52,8 +53,7 @@ def free_livekit_port() -> int:
 @pytest.fixture(scope="module")
 def dev() -> Iterator[DevCommand]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    for old in [*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl"), *LOG_DIR.glob("*.out")]:
-        old.unlink()
+    clear_logs(LOG_DIR, "*.log", "*.jsonl", "*.out")
     rtp_start, rtp_end = free_udp_range(20)
     sip_port = free_port(socket.SOCK_DGRAM)
     ports = {"dispatcher": free_port(), "livekit-server": free_livekit_port(), "redis": free_port()}

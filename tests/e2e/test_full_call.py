@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
+from devstack.logs import clear_logs
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
 from tests.e2e.service_logs import records, spoken
@@ -32,8 +33,7 @@ LOG_DIR = ROOT / "var" / "log" / "e2e"
 def chain(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Stack, SipStack, AgentWorker]]:
-    for old in [*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl")]:
-        old.unlink()
+    clear_logs(LOG_DIR)
     redis: RedisServer = start_redis(log_path=LOG_DIR / "redis.log")
     stack = start_stack(
         LOG_DIR,

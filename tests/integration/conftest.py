@@ -8,6 +8,7 @@ import pytest
 from livekit import api
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
+from devstack.logs import clear_logs
 from devstack.processes import ROOT
 from tests.harness.stack import Stack, start_stack
 
@@ -15,8 +16,7 @@ from tests.harness.stack import Stack, start_stack
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = ROOT / "var" / "log" / "integration"
-    for old in [*log_dir.glob("*.log"), *log_dir.glob("*.jsonl")]:
-        old.unlink()
+    clear_logs(log_dir)
     s = start_stack(log_dir, tmp_path_factory.mktemp("stack"))
     yield s
     s.stop()

@@ -16,7 +16,7 @@ import pytest
 from livekit import api, rtc
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import read_log_events
+from devstack.logs import clear_logs, read_log_events
 from devstack.processes import ROOT, ManagedProcess
 from tests.harness.metrics import Samples, parse_metrics
 from tests.harness.stack import (
@@ -46,8 +46,7 @@ RECONCILE = {
 @pytest.fixture(scope="module")
 def lost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """livekit-server whose webhooks reach no dispatcher; the dispatcher is started by the tests."""
-    for old in [*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl")]:
-        old.unlink()
+    clear_logs(LOG_DIR)
     s = start_stack(
         LOG_DIR,
         tmp_path_factory.mktemp("lost"),

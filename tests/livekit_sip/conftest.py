@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from livekit import api
 
+from devstack.logs import clear_logs
 from devstack.processes import ROOT
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.stack import WebhookRecorder
@@ -30,8 +31,7 @@ def webhooks() -> Iterator[WebhookRecorder]:
 
 @pytest.fixture(scope="session")
 def sip_stack(webhooks: WebhookRecorder) -> Iterator[SipStack]:
-    for old in [*LOG_DIR.glob("*.log"), LOG_DIR / "timings.jsonl"]:
-        old.unlink(missing_ok=True)
+    clear_logs(LOG_DIR, "*.log", "timings.jsonl")
     stack = start_sip_stack(LOG_DIR, webhook_urls=(webhooks.url,))
     yield stack
     stack.stop()

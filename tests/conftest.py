@@ -5,6 +5,7 @@ webhook."""
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from config.settings import Settings, load_settings
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -21,6 +24,26 @@ from tests.harness import fake_livekit as livekit_twirp
 from tests.harness import fake_persona_api as persona_api
 from tests.harness.signing import sign
 from webhooks.app import create_app
+
+# Property-based tests: "ci" (the default) is derandomised and bounded so that `.ci/run` stays short
+# and repeatable; `HYPOTHESIS_PROFILE=deep` explores far more examples by hand.
+hypothesis_settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+hypothesis_settings.register_profile(
+    "deep",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/webhooks/livekit"

@@ -49,7 +49,6 @@ def old_persona(number: str) -> str:
         persona_id=f"prs_{number}",
         name="Bench",
         welcome="Hello.",
-        config={"knowledge": "x" * 800},
     )
     meta = PersonaMetadata(persona, "loaded", "api", number, "caller", f"SCL_{number}", resolved)
     return encode_room_metadata("", meta, 60_000)

@@ -25,6 +25,7 @@ from config.env import (
     text,
     url,
 )
+from contract.metadata import INSTRUCTIONS_MAX_BYTES, SECTION_MAX_BYTES
 
 __all__ = ["LiveKitSettings", "LogSettings", "Settings", "SettingsError", "load_settings"]
 
@@ -137,6 +138,19 @@ class Settings:
     persona_cache_ttl_s: float = setting("PERSONA_CACHE_TTL_S", 300.0, seconds)
     persona_negative_ttl_s: float = setting("PERSONA_NEGATIVE_TTL_S", 30.0, seconds)
     persona_cache_size: int = setting("PERSONA_CACHE_SIZE", 10_000, integer(minimum=1))
+    # This process's cache in bytes (what its personas' strings hold): a bound on memory however
+    # large the CRM's personas are.
+    persona_cache_max_bytes: int = setting(
+        "PERSONA_CACHE_MAX_BYTES", 64 * 1024 * 1024, integer(minimum=64 * 1024)
+    )
+    # The persona's instructions, and each section of them rendered from fullConfig (a knowledge
+    # base under `faq`, say): cut with a visible marker beyond, the persona kept and flagged.
+    persona_instructions_max_bytes: int = setting(
+        "PERSONA_INSTRUCTIONS_MAX_BYTES", INSTRUCTIONS_MAX_BYTES, integer(minimum=1024)
+    )
+    persona_section_max_bytes: int = setting(
+        "PERSONA_SECTION_MAX_BYTES", SECTION_MAX_BYTES, integer(minimum=256)
+    )
     # A Redis shared by every replica: persona cache, single flight, the reconciler's lease.
     # None: this process's own cache, and every replica reconciles.
     persona_cache_url: str | None = setting(
@@ -144,6 +158,17 @@ class Settings:
     )
     # Each command to that Redis; past it (or on an error) this process's cache serves.
     persona_cache_timeout_s: float = setting("PERSONA_CACHE_TIMEOUT_S", 0.2, seconds)
+    # Every key this deployment writes to that Redis starts with it: deployments sharing one
+    # Redis (LiveKit's own, say) share nothing.
+    persona_cache_prefix: str = setting("PERSONA_CACHE_PREFIX", "persona-dispatcher:", text)
+    # How long a persona stays in Redis as the stale fallback after it was last written.
+    persona_cache_retention_s: float = setting(
+        "PERSONA_CACHE_RETENTION_S", 7 * 24 * 3600.0, seconds
+    )
+    # An entry larger than this stays in this process's cache only.
+    persona_cache_entry_max_bytes: int = setting(
+        "PERSONA_CACHE_ENTRY_MAX_BYTES", 256 * 1024, integer(minimum=1024)
+    )
     default_caller: str | None = setting("DEFAULT_CALLER", None, _phone_number)
     country_code: str = setting("COUNTRY_CODE", "91", _country_code)
     national_number_length: int = setting("NATIONAL_NUMBER_LENGTH", 10, integer(minimum=6))

@@ -1,12 +1,12 @@
-"""The call-setup contract (version 1): the persona the dispatcher writes into room metadata.
+"""The call-setup contract (version 2): the persona the dispatcher writes into room metadata.
 
 Both the dispatcher (encode) and the agent (decode) import this module; nothing else builds or
-parses the `persona` key by hand. See shared/CONTRACT.md.
+parses the `persona` key by hand. Described for readers outside the code in docs/contract.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -14,7 +14,10 @@ import orjson
 
 from contract.errors import PersonaDispatcherError
 
-CONTRACT_VERSION = 1
+# 2: `config` (the CRM's fullConfig) is gone and `truncated` is new. Version 1 is still read, its
+# `config` ignored, so that agents can be upgraded before the dispatchers.
+CONTRACT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "persona"
 
 Status = Literal["loaded", "cached", "stale", "file", "default"]
@@ -27,6 +30,13 @@ DEFAULT_INSTRUCTIONS = (
     "Speak in short, natural sentences, ask one question at a time, and never invent facts "
     "about the caller or their account."
 )
+# The instructions' byte budgets (the defaults of PERSONA_INSTRUCTIONS_MAX_BYTES and
+# PERSONA_SECTION_MAX_BYTES): well inside the 60,000-byte metadata budget with every other field.
+# Over them, text is cut and ends with TRUNCATED_MARKER, and the persona says `truncated`.
+INSTRUCTIONS_MAX_BYTES = 40_000
+SECTION_MAX_BYTES = 16_000
+TRUNCATED_MARKER = "[… truncated]"
+
 DEFAULT_WELCOME = "Hello! This is Friday. How can I help you today?"
 DEFAULT_CLOSING = "Thank you for calling. Goodbye!"
 
@@ -36,12 +46,14 @@ class ContractError(PersonaDispatcherError, ValueError):
 
 
 class PersonaTooLarge(PersonaDispatcherError, ValueError):
-    """The persona's instructions alone do not fit the metadata budget."""
+    """The persona and the room's other keys do not fit the metadata budget together (`size` is
+    None when the other keys cannot even be encoded: nested deeper than the JSON writer goes)."""
 
-    def __init__(self, size: int, budget: int) -> None:
+    def __init__(self, size: int | None, budget: int) -> None:
         self.size = size
         self.budget = budget
-        super().__init__(f"persona needs {size} bytes of metadata, budget is {budget}")
+        need = "unencodable" if size is None else f"{size} bytes of"
+        super().__init__(f"persona needs {need} metadata, budget is {budget}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,7 @@ class Persona:
     closing: str | None = None
     voice: str | None = None
     language: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False  # instructions were cut to their byte budget
 
 
 DEFAULT_PERSONA = Persona(
@@ -96,7 +108,7 @@ class PersonaMetadata:
             "closing": p.closing,
             "voice": p.voice,
             "language": p.language,
-            "config": p.config,
+            "truncated": p.truncated,
             "resolved_at": self.resolved_at,
         }
 
@@ -123,41 +135,52 @@ def _dumps(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
 
 
-def trim_config(config: dict[str, Any], room: dict[str, Any], budget: int) -> dict[str, Any]:
-    """Drop the largest `config` entries until the whole room metadata fits `budget` bytes."""
-    trimmed = dict(config)
-    sizes = sorted(((len(_dumps({k: v})), k) for k, v in trimmed.items()), reverse=True)
-    dropped: list[str] = []
-    for _, key in sizes:
-        room[METADATA_KEY]["config"] = trimmed
-        if len(_dumps(room)) <= budget:
-            break
-        del trimmed[key]
-        dropped.append(key)
-    if dropped:
-        trimmed["_trimmed"] = sorted(dropped)
-        room[METADATA_KEY]["config"] = trimmed
-        if len(_dumps(room)) > budget:
-            del trimmed["_trimmed"]
-    return trimmed
+def _encoded(room: dict[str, Any]) -> bytes | None:
+    """`room` as JSON, or None when it cannot be written (nested deeper than orjson writes)."""
+    try:
+        return _dumps(room)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def encode_room_metadata(existing: str, meta: PersonaMetadata, budget: int) -> str:
     """Merge `meta` into the room's existing metadata under `persona`, within `budget` bytes.
 
-    `config` is trimmed first; raises `PersonaTooLarge` when even an empty `config` does not fit.
+    Raises `PersonaTooLarge` when the two do not fit together (see `encode_fallback_metadata`).
     """
     room = _existing_object(existing)
     room[METADATA_KEY] = meta.to_dict()
-    encoded = _dumps(room)
-    if len(encoded) <= budget:
-        return encoded.decode()
-    room[METADATA_KEY]["config"] = {}
-    minimal = len(_dumps(room))
-    if minimal > budget:
-        raise PersonaTooLarge(minimal, budget)
-    trim_config(meta.persona.config, room, budget)
-    return _dumps(room).decode()
+    encoded = _encoded(room)
+    if encoded is None or len(encoded) > budget:
+        raise PersonaTooLarge(None if encoded is None else len(encoded), budget)
+    return encoded.decode()
+
+
+Shape = Literal["with_room_keys", "persona_only", "minimal"]
+
+
+def minimal_persona_metadata(meta: PersonaMetadata) -> PersonaMetadata:
+    """The built-in default persona with nothing taken from the call: a few hundred bytes."""
+    return PersonaMetadata(
+        persona=DEFAULT_PERSONA, status="default", source="default", resolved_at=meta.resolved_at
+    )
+
+
+def encode_fallback_metadata(
+    existing: str, meta: PersonaMetadata, budget: int
+) -> tuple[str, PersonaMetadata, Shape]:
+    """The metadata to write when nothing better fits; never fails for a budget of 2,048 bytes
+    or more: `meta` with the room's other keys, else `meta` alone (the other keys are dropped),
+    else the minimal persona alone. Returns the JSON, the persona written and which it was."""
+    try:
+        return encode_room_metadata(existing, meta, budget), meta, "with_room_keys"
+    except PersonaTooLarge:
+        pass
+    alone = _encoded({METADATA_KEY: meta.to_dict()})
+    if alone is not None and len(alone) <= budget:
+        return alone.decode(), meta, "persona_only"
+    minimal = minimal_persona_metadata(meta)
+    return _dumps({METADATA_KEY: minimal.to_dict()}).decode(), minimal, "minimal"
 
 
 def _opt_str(d: dict[str, Any], key: str) -> str | None:
@@ -182,7 +205,7 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
     d = room[METADATA_KEY]
     if not isinstance(d, dict):
         raise ContractError("persona is not an object")
-    if d.get("version") != CONTRACT_VERSION:
+    if d.get("version") not in READABLE_VERSIONS:
         raise ContractError(f"unsupported persona version {d.get('version')!r}")
     status = d.get("status")
     if status not in STATUSES:
@@ -193,10 +216,9 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
     instructions = d.get("instructions")
     if not isinstance(instructions, str) or not instructions.strip():
         raise ContractError("persona.instructions must be a non-empty string")
-    config = d.get("config")
-    config = {} if config is None else config
-    if not isinstance(config, dict):
-        raise ContractError("persona.config must be an object")
+    truncated = d.get("truncated", False)
+    if not isinstance(truncated, bool):
+        raise ContractError("persona.truncated must be a boolean")
     persona = Persona(
         instructions=instructions,
         persona_id=_opt_str(d, "persona_id"),
@@ -205,7 +227,7 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         closing=_opt_str(d, "closing"),
         voice=_opt_str(d, "voice"),
         language=_opt_str(d, "language"),
-        config=config,
+        truncated=truncated,
     )
     return PersonaMetadata(
         persona=persona,
@@ -215,6 +237,7 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         lookup=cast(Lookup, lookup),
         call_id=_opt_str(d, "call_id"),
         resolved_at=_opt_str(d, "resolved_at") or "",
+        version=d["version"],
     )
 
 

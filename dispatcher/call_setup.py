@@ -22,9 +22,12 @@ from livekit.protocol.agent import JobStatus
 from contract.metadata import (
     DEFAULT_PERSONA,
     Lookup,
+    Persona,
     PersonaMetadata,
     PersonaTooLarge,
+    Shape,
     dispatch_metadata,
+    encode_fallback_metadata,
     encode_room_metadata,
 )
 from dispatcher.caller import (
@@ -111,6 +114,8 @@ class SetupPolicy:
     # A dispatch still without a job this long after its creation will never get one (LiveKit
     # does not retry a job request): the reconciler may replace it.
     agent_join_timeout_s: float = 10.0
+    # The persona written when the resolved one does not fit beside the room's other keys.
+    default_persona: Persona = DEFAULT_PERSONA
 
 
 @dataclass(frozen=True)
@@ -264,10 +269,35 @@ class CallSetup:
             status=resolution.status,
             source=resolution.source,
             persona_id=resolution.persona.persona_id,
+            truncated=resolution.persona.truncated,
             lookup=resolution.lookup,
             duration_ms=round(resolution.duration_ms, 1),
         )
         return resolution
+
+
+@dataclass(frozen=True)
+class MetadataPlan:
+    """The room metadata step 3 writes, and the persona in it."""
+
+    encoded: str
+    meta: PersonaMetadata
+    too_large: PersonaTooLarge | None = None  # why the default persona replaced the resolved one
+    shape: Shape = "with_room_keys"
+
+
+def plan_room_metadata(
+    existing: str, meta: PersonaMetadata, budget: int, default: Persona
+) -> MetadataPlan:
+    """`meta` beside the room's other keys; when they do not fit together, the default persona
+    (beside them, alone, or the minimal one: whatever fits). Never fails."""
+    try:
+        return MetadataPlan(encode_room_metadata(existing, meta, budget), meta)
+    except PersonaTooLarge as e:
+        too_large = e
+    fallback = replace(meta, persona=default, status="default", source="default")
+    encoded, written, shape = encode_fallback_metadata(existing, fallback, budget)
+    return MetadataPlan(encoded, written, too_large, shape)
 
 
 class _Room:
@@ -319,13 +349,7 @@ class _Room:
         """Step 3: the persona into the room's metadata, other keys kept, within the budget."""
         assert self._reading is not None, "start_reading() first"
         existing = await self._reading
-        budget = self._policy.metadata_budget
-        try:
-            encoded = encode_room_metadata(existing, meta, budget)
-        except PersonaTooLarge as e:
-            log.error("persona.too_large", size=e.size, budget=e.budget)
-            meta = replace(meta, persona=DEFAULT_PERSONA, status="default", source="default")
-            encoded = encode_room_metadata(existing, meta, budget)
+        encoded, meta = self._encode(existing, meta)
         started = time.perf_counter()
         await livekit_call(
             "update_room_metadata",
@@ -337,6 +361,20 @@ class _Room:
         size = len(encoded.encode())
         log.info("room.metadata_written", bytes=size, duration_ms=_ms_since(started))
         return meta, size
+
+    def _encode(self, existing: str, meta: PersonaMetadata) -> tuple[str, PersonaMetadata]:
+        plan = plan_room_metadata(
+            existing, meta, self._policy.metadata_budget, self._policy.default_persona
+        )
+        if plan.too_large is not None:
+            e = plan.too_large
+            log.error("persona.too_large", size=e.size, budget=e.budget, status=meta.status)
+            self._metrics.persona_fallbacks.labels("too_large", "default").inc()
+        if plan.shape != "with_room_keys":
+            log.warning(
+                "room.metadata_reduced", shape=plan.shape, budget=self._policy.metadata_budget
+            )
+        return plan.encoded, plan.meta
 
     async def ensure_one_dispatch(
         self, meta: PersonaMetadata, *, replace_jobless: bool = False

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 from contract.errors import PersonaDispatcherError
@@ -32,6 +31,10 @@ class PersonaUpstreamError(PersonaError):
         self.status = status
 
 
+class PersonaInvalidPayload(PersonaUpstreamError):
+    """The API answered 2xx with a body that is not a usable persona payload."""
+
+
 @dataclass(frozen=True)
 class PersonaApiConfig:
     base_url: str
@@ -39,11 +42,17 @@ class PersonaApiConfig:
     attempt_timeout_s: float = 1.0
     attempts: int = 3
     backoff_start_s: float = 0.1
+    backoff_max_s: float = 1.0
+
+    def worst_case_s(self) -> float:
+        """The longest one lookup can take: every attempt timing out, every backoff at its
+        longest."""
+        return self.attempts * self.attempt_timeout_s + (self.attempts - 1) * self.backoff_max_s
 
 
 @dataclass(frozen=True)
 class FetchResult:
-    payload: Any
+    body: bytes  # the JSON, decoded by `dispatcher.payload_parser` (off the loop when large)
     attempts: int
     status: int
     duration_ms: float
@@ -54,7 +63,7 @@ def retry_policy(cfg: PersonaApiConfig) -> ExponentialRetry:
     return ExponentialRetry(
         attempts=cfg.attempts,
         start_timeout=cfg.backoff_start_s,
-        max_timeout=1.0,
+        max_timeout=cfg.backoff_max_s,
         statuses=set(RETRY_STATUSES),
         exceptions={aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError},
         methods={"GET"},
@@ -101,7 +110,7 @@ class PersonaApiClient:
         return f"{self._cfg.base_url}/{number}"
 
     async def fetch(self, number: str) -> FetchResult:
-        """The raw JSON payload for `number`; raises PersonaNotFound / PersonaUpstreamError."""
+        """The raw body for `number`; raises PersonaNotFound / PersonaUpstreamError."""
         url = self.url_for(number)
         attempts = _Attempts()
         started = time.perf_counter()
@@ -126,13 +135,7 @@ class PersonaApiClient:
             raise PersonaUpstreamError(
                 f"persona API unreachable after {attempts.count} attempts: {type(e).__name__}",
             ) from e
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise PersonaUpstreamError(
-                "persona API answered with non-JSON", status=status
-            ) from None
-        return FetchResult(payload, attempts.count, status, (time.perf_counter() - started) * 1000)
+        return FetchResult(body, attempts.count, status, (time.perf_counter() - started) * 1000)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

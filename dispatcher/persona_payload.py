@@ -2,16 +2,30 @@
 
 The payload is read tolerantly: `campaigns[].voiceAgents[].persona`, and each of `personality`,
 `fullConfig` and `messages` is looked up on the persona, then the voice agent, then the campaign,
-then the top level. Unknown fields are ignored.
+then the top level. Unknown fields are ignored. Campaigns and agents that say they are inactive
+are never used.
+
+Whatever the payload holds, the work is linear in its size and the persona bounded: each rendered
+section of the instructions and the whole are capped in bytes (cut with a visible marker, the
+persona flagged `truncated`), nesting deeper than `MAX_RENDER_DEPTH` is elided, and the short
+fields are capped too. Nothing of `fullConfig` but the rendered sections reaches the persona.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from contract.errors import PersonaDispatcherError
-from contract.metadata import Persona
+from contract.metadata import (
+    INSTRUCTIONS_MAX_BYTES,
+    SECTION_MAX_BYTES,
+    TRUNCATED_MARKER,
+    Persona,
+)
 
 
 class PersonaPayloadError(PersonaDispatcherError, ValueError):
@@ -19,13 +33,56 @@ class PersonaPayloadError(PersonaDispatcherError, ValueError):
 
 
 class PersonaNotInPayload(PersonaDispatcherError, LookupError):
-    """The payload is well formed but maps the number to no voice agent persona."""
+    """The payload is well formed but maps the number to no active voice agent persona."""
 
 
-_ACTIVE_WORDS = {"active", "live", "running", "enabled", "published", "ongoing"}
+# welcome, closing: a line the agent speaks; name, ids, voice, language: a word or two.
+LINE_MAX_BYTES = 2_000
+WORD_MAX_BYTES = 200
+MAX_RENDER_DEPTH = 12
+
+
+@dataclass(frozen=True)
+class PersonaLimits:
+    """Byte caps on what a persona carries."""
+
+    instructions_bytes: int = INSTRUCTIONS_MAX_BYTES
+    section_bytes: int = SECTION_MAX_BYTES
+
+
+_ACTIVE_WORDS = frozenset({"active", "live", "running", "enabled", "published", "ongoing"})
+_INACTIVE_WORDS = frozenset(
+    {
+        "inactive",
+        "completed",
+        "complete",
+        "ended",
+        "finished",
+        "paused",
+        "stopped",
+        "archived",
+        "disabled",
+        "draft",
+        "deleted",
+        "expired",
+        "cancelled",
+        "canceled",
+    }
+)
+_TRUE_WORDS = frozenset({"true", "yes", "1", "y", "on"})
+_FALSE_WORDS = frozenset({"false", "no", "0", "n", "off"})
+
+# The message types a `messages` list may name, compared after `_norm` (case, `_`, `-` and spaces
+# ignored): exact words only, so `friendly_reminder` or `weekend_offer` are neither.
+WELCOME_TYPES = frozenset(
+    {"welcome", "welcomemessage", "greeting", "greet", "opening", "openingmessage", "intro"}
+)
+CLOSING_TYPES = frozenset(
+    {"closing", "closingmessage", "goodbye", "farewell", "ending", "endmessage", "outro"}
+)
 
 # fullConfig keys that shape how the agent behaves, rendered into the instructions in this order.
-# Everything else (voice, model, ids, timestamps, ...) stays in `config` only.
+# Everything else (voice, model, ids, timestamps, ...) stays out of the persona.
 _BEHAVIOUR_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Instructions", ("systemprompt", "prompt", "instructions")),
     ("Role", ("role", "agentrole", "designation")),
@@ -46,93 +103,195 @@ def _norm(key: str) -> str:
     return key.replace("_", "").replace("-", "").replace(" ", "").lower()
 
 
-def _get(obj: Any, *names: str) -> Any:
-    """The first present, non-empty value of `names` in `obj`, matching keys loosely."""
-    if not isinstance(obj, dict):
+class _Fields:
+    """An object's keys, matched loosely (`_norm`); built once per object, so lookups are cheap."""
+
+    def __init__(self, obj: Any) -> None:
+        self.index: dict[str, Any] = {}
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if isinstance(k, str):
+                    self.index.setdefault(_norm(k), v)
+
+    def get(self, *names: str) -> Any:
+        """The first present, non-empty value of `names`."""
+        for name in names:
+            value = self.index.get(_norm(name))
+            if value not in (None, "", [], {}):
+                return value
         return None
-    index = {_norm(k): v for k, v in obj.items() if isinstance(k, str)}
-    for name in names:
-        value = index.get(_norm(name))
-        if value not in (None, "", [], {}):
-            return value
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean, however the CRM spells it (true, "false", "Yes", 0); None when it is not one."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
     return None
 
 
-def _is_active(obj: Any) -> bool | None:
-    """True/False when the object says whether it is active, None when it does not say."""
-    if not isinstance(obj, dict):
-        return None
+def _is_active(fields: _Fields) -> bool | None:
+    """True/False when the object says whether it is active, None when it does not say.
+
+    An explicit flag wins; then the status word. Inactive if either says so.
+    """
+    says: list[bool] = []
     for key in ("isActive", "active", "enabled"):
-        value = _get(obj, key)
-        if isinstance(value, bool):
-            return value
-    status = _get(obj, "status", "state")
+        flag = _flag(fields.get(key))
+        if flag is not None:
+            says.append(flag)
+            break
+    status = fields.get("status", "state")
     if isinstance(status, str):
-        return status.strip().lower() in _ACTIVE_WORDS
-    return None
+        word = status.strip().lower()
+        if word in _INACTIVE_WORDS:
+            says.append(False)
+        elif word in _ACTIVE_WORDS:
+            says.append(True)
+    if not says:
+        return None
+    return all(says)
 
 
-def _pick(items: Iterable[Any]) -> list[Any]:
-    """Items that are objects, active ones first (stable), inactive ones last."""
-    objs = [i for i in items if isinstance(i, dict)]
-    return sorted(objs, key=lambda o: {True: 0, None: 1, False: 2}[_is_active(o)])
+def _pick(items: Iterable[Any]) -> tuple[list[_Fields], bool]:
+    """Objects not inactive, active ones first (stable); and whether any were left out."""
+    ranked: list[tuple[int, _Fields]] = []
+    left_out = False
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        fields = _Fields(item)
+        active = _is_active(fields)
+        if active is False:
+            left_out = True
+            continue
+        ranked.append((0 if active else 1, fields))
+    ranked.sort(key=lambda r: r[0])
+    return [f for _, f in ranked], left_out
 
 
-def _text(value: Any) -> str | None:
+def _cut(text: str, max_bytes: int) -> tuple[str, bool]:
+    """`text` within `max_bytes` of UTF-8, cut with the marker when over; and whether it was."""
+    if len(text) * 4 <= max_bytes or len(text.encode()) <= max_bytes:
+        return text, False
+    room = max(0, max_bytes - len(TRUNCATED_MARKER.encode()) - 1)
+    head = text[:room].encode()[:room].decode(errors="ignore")
+    return f"{head}\n{TRUNCATED_MARKER}", True
+
+
+def _text(value: Any, max_bytes: int = LINE_MAX_BYTES) -> str | None:
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return _cut(value.strip(), max_bytes)[0]
     if isinstance(value, dict):
-        return _text(_get(value, "text", "message", "content", "value"))
+        return _text(_Fields(value).get("text", "message", "content", "value"), max_bytes)
     return None
 
 
 def _messages(value: Any) -> tuple[str | None, str | None]:
     welcome = closing = None
     if isinstance(value, dict):
-        welcome = _text(_get(value, "welcome", "welcomeMessage", "greeting", "opening", "intro"))
-        closing = _text(_get(value, "closing", "closingMessage", "goodbye", "ending", "outro"))
+        fields = _Fields(value)
+        welcome = _text(fields.get("welcome", "welcomeMessage", "greeting", "opening", "intro"))
+        closing = _text(fields.get("closing", "closingMessage", "goodbye", "ending", "outro"))
     elif isinstance(value, list):
         for item in value:
-            kind = _get(item, "type", "kind", "name")
+            kind = _Fields(item).get("type", "kind", "name")
             if not isinstance(kind, str):
                 continue
-            kind = kind.lower()
-            if welcome is None and any(w in kind for w in ("welcome", "greet", "open")):
+            kind = _norm(kind)
+            if welcome is None and kind in WELCOME_TYPES:
                 welcome = _text(item)
-            elif closing is None and any(w in kind for w in ("clos", "goodbye", "end")):
+            elif closing is None and kind in CLOSING_TYPES:
                 closing = _text(item)
     return welcome, closing
 
 
-def _render(value: Any, indent: str = "") -> str:
+def _scalar(value: Any) -> str | None:
     if isinstance(value, str):
-        return indent + value.strip()
+        return value.strip() or None
     if isinstance(value, bool | int | float):
-        return indent + str(value)
-    if isinstance(value, list):
-        lines = []
-        for item in value:
-            rendered = _render(item, indent + "  ").strip()
-            if rendered:
-                lines.append(f"{indent}- {rendered}")
-        return "\n".join(lines)
-    if isinstance(value, dict):
-        lines = []
-        for k, v in value.items():
-            rendered = _render(v, indent + "  ").strip()
-            if rendered:
-                lines.append(f"{indent}{k}: {rendered}")
-        return "\n".join(lines)
-    return ""
+        return str(value)
+    return None
 
 
-def compose_instructions(personality: str | None, full_config: dict[str, Any]) -> str:
-    """The agent's system prompt: the personality, then the behaviour-shaping config sections."""
+def render_lines(value: Any) -> Iterator[str]:
+    """`value` as indented text lines, produced lazily (a reader that stops early stops the
+    work): `key: value`, `- item`, nesting by two spaces; deeper than `MAX_RENDER_DEPTH` is
+    shown as `…`. No recursion, so any depth is safe."""
+    stack: list[Iterator[tuple[str, Any]]] = [iter((("", value),))]
+    lead = ""  # a list item's "- ", put before the first line of its nested object
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            lead = ""
+            continue
+        label, v = item
+        depth = len(stack) - 1
+        indent = "  " * depth
+        if lead:
+            indent, lead = indent[:-2] + lead, ""
+        text = _scalar(v)
+        if text is not None:
+            yield f"{indent}{label}{text}"
+        elif isinstance(v, dict | list) and v:
+            if depth >= MAX_RENDER_DEPTH:
+                yield f"{indent}{label}…"
+            elif isinstance(v, list):
+                if label:
+                    yield f"{indent}{label.rstrip()}"
+                stack.append(("- ", x) for x in v)
+            elif label == "- ":
+                lead = "- "
+                stack.append(((f"{k}: ", x) for k, x in v.items()))
+            else:
+                if label:
+                    yield f"{indent}{label.rstrip()}"
+                stack.append(((f"{k}: ", x) for k, x in v.items()))
+
+
+def render_capped(value: Any, max_bytes: int) -> tuple[str, bool]:
+    """`render_lines(value)` joined, within `max_bytes` (cut with the marker); whether it was cut.
+
+    Stops rendering once the cap is reached: the work is bounded by the cap, not the value."""
+    lines: list[str] = []
+    used = 0
+    for line in render_lines(value):
+        # A line longer than the cap in characters is over it in bytes too: slice before encoding.
+        line = line[: max_bytes + 1]
+        size = len(line.encode()) + 1
+        if used + size > max_bytes:
+            lines.append(line)
+            return _cut("\n".join(lines).strip(), max_bytes)[0], True
+        lines.append(line)
+        used += size
+    return "\n".join(lines).strip(), False
+
+
+def compose_instructions(
+    personality: str | None, full_config: dict[str, Any], limits: PersonaLimits = PersonaLimits()
+) -> tuple[str, bool]:
+    """The agent's system prompt: the personality, then the behaviour-shaping config sections,
+    each within `limits.section_bytes` and the whole within `limits.instructions_bytes`; and
+    whether anything was cut."""
+    truncated = False
     parts: list[str] = []
-    if personality:
-        parts.append(personality.strip())
+    own = (personality or "").strip()
+    if own:
+        own, truncated = _cut(own, limits.section_bytes)
+        parts.append(own)
     used: set[str] = set()
-    index = {_norm(k): k for k in full_config if isinstance(k, str)}
+    index: dict[str, str] = {}
+    for k in full_config:
+        if isinstance(k, str):
+            index.setdefault(_norm(k), k)
     for title, names in _BEHAVIOUR_KEYS:
         sections = []
         for name in names:
@@ -140,68 +299,81 @@ def compose_instructions(personality: str | None, full_config: dict[str, Any]) -
             if key is None or key in used:
                 continue
             used.add(key)
-            rendered = _render(full_config[key]).strip()
-            if rendered and rendered != (personality or "").strip():
+            rendered, cut = render_capped(full_config[key], limits.section_bytes)
+            truncated |= cut
+            if rendered and rendered != own:
                 sections.append(rendered)
         if sections:
-            parts.append(f"## {title}\n" + "\n".join(sections))
-    return "\n\n".join(parts)
+            section, cut = _cut(f"## {title}\n" + "\n".join(sections), limits.section_bytes)
+            truncated |= cut
+            parts.append(section)
+    whole, cut = _cut("\n\n".join(parts), limits.instructions_bytes)
+    return whole, truncated or cut
 
 
 def _voice(value: Any) -> str | None:
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return _cut(value.strip(), WORD_MAX_BYTES)[0]
     if isinstance(value, dict):
-        v = _get(value, "id", "voiceId", "name")
-        return str(v) if isinstance(v, str | int) else None
+        v = _Fields(value).get("id", "voiceId", "name")
+        return _cut(str(v), WORD_MAX_BYTES)[0] if isinstance(v, str | int) else None
     return None
 
 
-def _scalar_id(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int) and str(value) else None
+def _word(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+        return None
+    return _cut(str(value).strip(), WORD_MAX_BYTES)[0]
 
 
-def parse_persona_payload(data: Any) -> Persona:
+def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) -> Persona:
     """The persona for the payload's chosen campaign and voice agent.
 
-    Raises `PersonaPayloadError` for garbage and `PersonaNotInPayload` when no persona is mapped.
+    Raises `PersonaPayloadError` for garbage and `PersonaNotInPayload` when no active persona is
+    mapped.
     """
     if not isinstance(data, dict):
         raise PersonaPayloadError(f"payload is a {type(data).__name__}, not an object")
-    campaigns_raw = _get(data, "campaigns")
+    top = _Fields(data)
+    campaigns_raw = top.get("campaigns")
     if campaigns_raw is not None and not isinstance(campaigns_raw, list):
         raise PersonaPayloadError("campaigns is not a list")
-    campaign: dict[str, Any] = {}
-    agent: dict[str, Any] = {}
-    persona: dict[str, Any] = {}
-    for c in _pick(campaigns_raw or []):
-        agents = _get(c, "voiceAgents", "voiceAgent", "agents")
+    campaign = agent = persona = _Fields(None)
+    found = False
+    campaigns, left_out = _pick(campaigns_raw or [])
+    for c in campaigns:
+        agents = c.get("voiceAgents", "voiceAgent", "agents")
         if isinstance(agents, dict):
             agents = [agents]
-        for a in _pick(agents if isinstance(agents, list) else []):
-            p = _get(a, "persona")
+        picked, agents_left_out = _pick(agents if isinstance(agents, list) else [])
+        left_out |= agents_left_out
+        for a in picked:
+            p = a.get("persona")
             if isinstance(p, dict):
-                campaign, agent, persona = c, a, p
+                campaign, agent, persona, found = c, a, _Fields(p), True
                 break
-        if persona:
+        if found:
             break
-    layers = [persona, agent, campaign, data]
+    if not found and left_out:
+        raise PersonaNotInPayload("only inactive campaigns or voice agents")
+    layers = [persona, agent, campaign, top]
 
     def first(*names: str) -> Any:
         for layer in layers:
-            value = _get(layer, *names)
+            value = layer.get(*names)
             if value is not None:
                 return value
         return None
 
-    personality = _text(first("personality"))
+    personality = first("personality")
+    personality = personality.strip() if isinstance(personality, str) else None
     full_config = first("fullConfig")
     if full_config is not None and not isinstance(full_config, dict):
         raise PersonaPayloadError("fullConfig is not an object")
     full_config = full_config or {}
-    if not persona and not personality and not full_config:
+    if not found and not personality and not full_config:
         raise PersonaNotInPayload("no campaign maps a voice agent persona")
-    instructions = compose_instructions(personality, full_config)
+    instructions, truncated = compose_instructions(personality, full_config, limits)
     if not instructions:
         raise PersonaPayloadError("persona has neither personality nor behaviour config")
     welcome, closing = _messages(first("messages"))
@@ -210,15 +382,25 @@ def parse_persona_payload(data: Any) -> Persona:
     if closing is None:
         closing = _text(first("closingMessage"))
     # Speech settings may sit in fullConfig as well as on the persona or its voice agent.
-    layers.insert(1, full_config)
+    layers.insert(1, _Fields(full_config))
     language = first("language")
     return Persona(
         instructions=instructions,
-        persona_id=_scalar_id(_get(persona, "id", "_id", "personaId") or _get(agent, "personaId")),
-        name=_text(_get(persona, "name", "personaName") or _get(agent, "name")),
+        persona_id=_word(persona.get("id", "_id", "personaId") or agent.get("personaId")),
+        name=_text(persona.get("name", "personaName") or agent.get("name"), WORD_MAX_BYTES),
         welcome=welcome,
         closing=closing,
         voice=_voice(first("voice", "voiceId", "ttsVoice")),
-        language=language.strip() if isinstance(language, str) and language.strip() else None,
-        config=full_config,
+        language=_word(language) if isinstance(language, str) else None,
+        truncated=truncated,
     )
+
+
+def parse_persona_body(body: bytes, limits: PersonaLimits = PersonaLimits()) -> Persona:
+    """`parse_persona_payload` of a JSON body; a body that is not JSON (or nested deeper than
+    the JSON reader goes) is a `PersonaPayloadError`."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise PersonaPayloadError(f"payload is not JSON: {str(e)[:120]}") from None
+    return parse_persona_payload(data, limits)

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import orjson
-
+from config.env import SettingsError
 from contract.metadata import (
     DEFAULT_PERSONA,
     Lookup,
@@ -20,15 +19,18 @@ from contract.metadata import (
     utc_now_iso,
 )
 from dispatcher.caller import DetectedNumber, is_digits
+from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_api import (
     PersonaApiClient,
+    PersonaInvalidPayload,
     PersonaNotFound,
     PersonaUpstreamError,
 )
 from dispatcher.persona_payload import (
+    PersonaLimits,
     PersonaNotInPayload,
     PersonaPayloadError,
-    parse_persona_payload,
+    parse_persona_body,
 )
 from dispatcher.persona_store import PersonaStore
 from telemetry.logs import get_logger
@@ -36,7 +38,9 @@ from telemetry.metrics import Metrics
 
 log = get_logger(__name__)
 
-FallbackReason = Literal["no_number", "not_found", "timeout", "upstream_error", "api_off"]
+FallbackReason = Literal[
+    "no_number", "not_found", "timeout", "upstream_error", "invalid_payload", "api_off"
+]
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,9 @@ class Resolution:
 class PersonaFiles:
     """`user-mapping/num_<number>.json` files holding the API's payload shape."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, limits: PersonaLimits) -> None:
         self.directory = directory
+        self.limits = limits
 
     def path_for(self, number: str) -> Path:
         if not is_digits(number):
@@ -79,20 +84,24 @@ class PersonaFiles:
         """The file's persona, or None when there is no usable file (a bad one is logged)."""
         path = self.path_for(number)
         try:
-            data = orjson.loads(path.read_bytes())
-            return parse_persona_payload(data)
+            return parse_persona_body(path.read_bytes(), self.limits)
         except FileNotFoundError:
             return None
-        except (OSError, orjson.JSONDecodeError, PersonaPayloadError, PersonaNotInPayload) as e:
+        except (OSError, PersonaPayloadError, PersonaNotInPayload) as e:
             log.warning("persona.file_invalid", path=str(path), error=str(e))
             return None
 
 
-def load_default_persona(path: Path | None) -> Persona:
-    """The configured default persona (a payload-shaped file), else the built-in one."""
+def load_default_persona(path: Path | None, limits: PersonaLimits) -> Persona:
+    """The configured default persona (a payload-shaped file), else the built-in one; a file
+    that holds no usable persona is a `SettingsError` naming it, in one line."""
     if path is None:
         return DEFAULT_PERSONA
-    return parse_persona_payload(orjson.loads(path.read_bytes()))
+    try:
+        return parse_persona_body(path.read_bytes(), limits)
+    except (OSError, PersonaPayloadError, PersonaNotInPayload) as e:
+        problem = f"DEFAULT_PERSONA_FILE={str(path)!r} holds no usable persona: {e}"
+        raise SettingsError([problem]) from None
 
 
 class PersonaResolver:
@@ -101,6 +110,7 @@ class PersonaResolver:
     def __init__(
         self,
         api: PersonaApiClient | None,
+        parser: PayloadParser,
         store: PersonaStore,
         files: PersonaFiles,
         default: Persona,
@@ -108,6 +118,7 @@ class PersonaResolver:
         metrics: Metrics,
     ) -> None:
         self._api = api
+        self._parser = parser
         self._store = store
         self._files = files
         self._default = default
@@ -163,8 +174,12 @@ class PersonaResolver:
         except TimeoutError:
             reason = "timeout"
         except PersonaUpstreamError as e:
-            reason = "upstream_error"
-            log.warning("persona.upstream_error", error=str(e), http_status=e.status)
+            if isinstance(e, PersonaInvalidPayload):
+                reason = "invalid_payload"
+                log.warning("persona.invalid_payload", error=str(e))
+            else:
+                reason = "upstream_error"
+                log.warning("persona.upstream_error", error=str(e), http_status=e.status)
 
         if reason in ("timeout", "upstream_error"):
             for d in numbers:
@@ -230,25 +245,36 @@ class PersonaResolver:
         except PersonaNotFound:
             await self._store.put_missing(number)
             raise
+        started = time.perf_counter()
         try:
-            persona = parse_persona_payload(result.payload)
+            persona = await self._parser.parse(result.body)
         except PersonaNotInPayload:
             await self._store.put_missing(number)
             raise PersonaNotFound(number) from None
         except PersonaPayloadError as e:
-            raise PersonaUpstreamError(f"persona payload is invalid: {e}") from None
+            # Not cached: the last good copy stays the stale fallback.
+            raise PersonaInvalidPayload(f"persona payload is invalid: {e}") from None
         await self._store.put(number, persona)
         log.info(
             "persona.fetched",
             duration_ms=round(result.duration_ms, 1),
+            parse_ms=round((time.perf_counter() - started) * 1000, 1),
+            bytes=len(result.body),
             attempts=result.attempts,
             http_status=result.status,
+            truncated=persona.truncated,
         )
         return persona
 
+    @property
+    def default(self) -> Persona:
+        """The persona used when nothing better is known."""
+        return self._default
+
     async def aclose(self) -> None:
-        """Cancel fetches still running after their callers' deadlines."""
+        """Cancel fetches still running after their callers' deadlines; stop the parser."""
         tasks = list(self._inflight.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._parser.aclose()

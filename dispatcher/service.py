@@ -11,12 +11,15 @@ from livekit import api
 from redis import asyncio as aioredis
 
 from config.settings import Settings
+from contract.metadata import Persona
 from dispatcher.call_setup import CallSetup, SetupPolicy
 from dispatcher.caller import NumberFormat
 from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitRooms
+from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
+from dispatcher.persona_payload import PersonaLimits
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
 from dispatcher.persona_store import LocalPersonaStore, PersonaStore
 from dispatcher.reconciler import ReconcilePolicy, Reconciler
@@ -41,6 +44,19 @@ def number_format(settings: Settings) -> NumberFormat:
     return NumberFormat(settings.country_code, settings.national_number_length)
 
 
+def persona_limits(settings: Settings) -> PersonaLimits:
+    return PersonaLimits(
+        instructions_bytes=settings.persona_instructions_max_bytes,
+        section_bytes=settings.persona_section_max_bytes,
+    )
+
+
+def default_persona(settings: Settings) -> Persona:
+    """The default persona (`DEFAULT_PERSONA_FILE`, else the built-in one); raises
+    `SettingsError` when the file holds none."""
+    return load_default_persona(settings.default_persona_file, persona_limits(settings))
+
+
 def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metrics) -> PersonaStore:
     """This process's cache, or with `PERSONA_CACHE_URL` the shared one (which keeps this
     process's cache too, for when Redis does not answer)."""
@@ -48,6 +64,7 @@ def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metri
         ttl_s=settings.persona_cache_ttl_s,
         negative_ttl_s=settings.persona_negative_ttl_s,
         max_size=settings.persona_cache_size,
+        max_bytes=settings.persona_cache_max_bytes,
     )
     if redis is None:
         return LocalPersonaStore(local)
@@ -57,20 +74,34 @@ def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metri
         ttl_s=settings.persona_cache_ttl_s,
         negative_ttl_s=settings.persona_negative_ttl_s,
         command_timeout_s=settings.persona_cache_timeout_s,
-        # Longer than one lookup's every attempt: a live fetcher keeps its claim.
-        fetch_lock_s=settings.persona_deadline_s + 1,
+        fetch_lock_s=fetch_claim_s(settings),
+        retention_s=settings.persona_cache_retention_s,
+        entry_max_bytes=settings.persona_cache_entry_max_bytes,
+        prefix=settings.persona_cache_prefix,
         metrics=metrics,
     )
 
 
+def fetch_claim_s(settings: Settings) -> float:
+    """How long a replica's claim on a number's fetch lasts: longer than a whole lookup (every
+    attempt timing out, every backoff, then parsing), so a live fetcher keeps it."""
+    lookup_s = persona_api_config(settings).worst_case_s()
+    return max(lookup_s, settings.persona_deadline_s) + 2.0
+
+
 def build_resolver(
-    settings: Settings, persona_api: PersonaApiClient | None, store: PersonaStore, metrics: Metrics
+    settings: Settings,
+    persona_api: PersonaApiClient | None,
+    store: PersonaStore,
+    metrics: Metrics,
+    default: Persona,
 ) -> PersonaResolver:
     return PersonaResolver(
         api=persona_api,
+        parser=PayloadParser(persona_limits(settings)),
         store=store,
-        files=PersonaFiles(settings.user_mapping_dir),
-        default=load_default_persona(settings.default_persona_file),
+        files=PersonaFiles(settings.user_mapping_dir, persona_limits(settings)),
+        default=default,
         deadline_s=settings.persona_deadline_s,
         metrics=metrics,
     )
@@ -80,23 +111,27 @@ def persona_api_client(settings: Settings) -> PersonaApiClient | None:
     """The persona API client, or None when PERSONA_API_BASE is off; the caller closes it."""
     if not settings.persona_api_base:
         return None
-    return PersonaApiClient(
-        PersonaApiConfig(
-            base_url=settings.persona_api_base,
-            attempt_timeout_s=settings.persona_attempt_timeout_s,
-            attempts=settings.persona_attempts,
-            max_bytes=settings.persona_max_bytes,
-        )
+    return PersonaApiClient(persona_api_config(settings))
+
+
+def persona_api_config(settings: Settings) -> PersonaApiConfig:
+    return PersonaApiConfig(
+        base_url=settings.persona_api_base or "",
+        attempt_timeout_s=settings.persona_attempt_timeout_s,
+        attempts=settings.persona_attempts,
+        max_bytes=settings.persona_max_bytes,
     )
 
 
 @asynccontextmanager
 async def open_resolver(settings: Settings) -> AsyncIterator[PersonaResolver]:
     """The persona resolver alone, as the call set-up has it (with this process's own cache),
-    with nothing of LiveKit."""
+    with nothing of LiveKit. Raises `SettingsError` for an unusable DEFAULT_PERSONA_FILE."""
+    default = default_persona(settings)
     persona_api = persona_api_client(settings)
     metrics = Metrics()
-    resolver = build_resolver(settings, persona_api, build_store(settings, None, metrics), metrics)
+    store = build_store(settings, None, metrics)
+    resolver = build_resolver(settings, persona_api, store, metrics, default)
     try:
         yield resolver
     finally:
@@ -107,7 +142,9 @@ async def open_resolver(settings: Settings) -> AsyncIterator[PersonaResolver]:
 
 @asynccontextmanager
 async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
-    """The persona API client, resolver, LiveKit API client and call set-up; closed on exit."""
+    """The persona API client, resolver, LiveKit API client and call set-up; closed on exit.
+    Raises `SettingsError` for an unusable DEFAULT_PERSONA_FILE."""
+    default = default_persona(settings)
     redis = (
         aioredis.from_url(
             settings.persona_cache_url,
@@ -120,7 +157,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     metrics = Metrics(shared_redis=redis is not None)
     store = build_store(settings, redis, metrics)
     persona_api = persona_api_client(settings)
-    resolver = build_resolver(settings, persona_api, store, metrics)
+    resolver = build_resolver(settings, persona_api, store, metrics, default)
     rooms = LiveKitRooms(
         settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
     )
@@ -135,6 +172,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             number_format=number_format(settings),
             default_caller=settings.default_caller,
             agent_join_timeout_s=settings.agent_join_timeout_s,
+            default_persona=resolver.default,
         ),
         metrics,
     )
@@ -159,7 +197,7 @@ def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
     lease = (
         RedisLease(
             clients.redis,
-            "persona-dispatcher:reconciler",
+            f"{settings.persona_cache_prefix}reconciler",
             # Renewed every pass; a dead holder's lease lapses within three passes.
             ttl_s=3 * settings.reconcile_interval_s,
             command_timeout_s=settings.persona_cache_timeout_s,

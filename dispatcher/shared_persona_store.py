@@ -2,11 +2,13 @@
 
 - Entries: `<prefix>persona:<number>` holds `{"persona": {...} | null, "expires_at": epoch}`;
   past `expires_at` an entry is no longer fresh but stays as the stale fallback (the key itself
-  lives `STALE_RETENTION_S`). `null` is a remembered 404.
+  lives `PERSONA_CACHE_RETENTION_S`). `null` is a remembered 404. The prefix is
+  `PERSONA_CACHE_PREFIX`; an entry over `PERSONA_CACHE_ENTRY_MAX_BYTES` stays local.
 - Single flight across replicas: the first replica to look a number up takes
-  `<prefix>fetching:<number>` (SET NX, expiring) and asks the CRM; the others poll for the entry
-  it writes. A failed fetch leaves `<prefix>failed:<number>` for a moment, so a burst does not
-  hammer a failing CRM: the others fall back at once, like the fetcher.
+  `<prefix>fetching:<number>` (SET NX, for longer than a whole lookup) and asks the CRM; the others
+  poll for the entry it writes. A failed fetch leaves `<prefix>failed:<number>` for a moment, so a
+  burst does not hammer a failing CRM: the waiters and any new lookup fall back at once, like the
+  fetcher.
 - Redis down or slow never fails a call and never holds one past the persona deadline: each
   command has its own short timeout, and after a failure the store serves from this process's
   cache (which every write also fills) for `RETRY_AFTER_S` before trying Redis again. The outage
@@ -38,10 +40,16 @@ from telemetry.metrics import Metrics
 log = get_logger(__name__)
 T = TypeVar("T")
 
-STALE_RETENTION_S = 7 * 24 * 3600
 RETRY_AFTER_S = 1.0
 POLL_S = 0.025
 FAILED_MARK_S = 2.0
+
+# Take the fetch claim unless a fetch just failed: 1 claimed, 0 held by another, -1 failed.
+CLAIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
 
 
 class SharedStoreUnavailable(PersonaDispatcherError):
@@ -76,8 +84,10 @@ class SharedPersonaStore:
         negative_ttl_s: float,
         command_timeout_s: float,
         fetch_lock_s: float,
+        retention_s: float,
+        entry_max_bytes: int,
+        prefix: str,
         metrics: Metrics,
-        prefix: str = "persona-dispatcher:",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
@@ -86,6 +96,8 @@ class SharedPersonaStore:
         self._negative_ttl = negative_ttl_s
         self._timeout = command_timeout_s
         self._lock_ms = int(fetch_lock_s * 1000)
+        self._retention_s = int(retention_s)
+        self._entry_max = entry_max_bytes
         self._metrics = metrics
         self._prefix = prefix
         self._clock = clock
@@ -153,10 +165,13 @@ class SharedPersonaStore:
 
     async def _write(self, number: str, persona: Persona | None, ttl: float) -> None:
         value = _encode(persona, self._clock() + ttl)
+        if len(value) > self._entry_max:
+            log.warning("persona_cache.entry_too_large", bytes=len(value), limit=self._entry_max)
+            return  # this process's cache has it; another replica asks the CRM itself
         key = self._key("persona", number)
         # Unavailable: this process's cache has it; another replica asks the CRM itself.
         with contextlib.suppress(SharedStoreUnavailable):
-            await self._run("set", self._redis.set(key, value, ex=STALE_RETENTION_S))
+            await self._run("set", self._redis.set(key, value, ex=self._retention_s))
 
     async def put(self, number: str, persona: Persona) -> None:
         self._local.put(number, persona)
@@ -171,12 +186,15 @@ class SharedPersonaStore:
         failed = self._key("failed", number)
         while True:
             try:
-                claimed = await self._run(
-                    "claim", self._redis.set(lock, self._me, nx=True, px=self._lock_ms)
+                claimed: Any = await self._run(
+                    "claim",
+                    self._redis.eval(CLAIM_SCRIPT, 2, lock, failed, self._me, self._lock_ms),
                 )
             except SharedStoreUnavailable:
                 return await fetch()
-            if claimed:
+            if claimed == -1:
+                raise PersonaUpstreamError("persona API failed for another lookup just now")
+            if claimed == 1:
                 return await self._fetch_holding(number, fetch, lock, failed)
             # Another replica is asking the CRM: wait for what it writes (the resolver's
             # deadline bounds the wait), or take over if it gave up without a result.

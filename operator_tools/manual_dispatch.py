@@ -25,8 +25,7 @@ from livekit import api
 from config.env import read_environment
 from config.settings import Settings, SettingsError, load_settings
 from contract.errors import PersonaDispatcherError
-from contract.metadata import encode_room_metadata
-from dispatcher.call_setup import CallJoin, SetupResult
+from dispatcher.call_setup import CallJoin, SetupResult, plan_room_metadata
 from dispatcher.caller import (
     ATTR_CALL_ID,
     ATTR_CALLER,
@@ -150,15 +149,24 @@ async def run(settings: Settings, number: str, room: str, dry_run: bool) -> Outc
 
 
 async def resolve_only(settings: Settings, number: str, room: str) -> Outcome:
-    """The persona the call would get and its metadata's size; LiveKit is never touched (nor
+    """The persona the call would get (as the set-up would write it: the default one when the
+    resolved one does not fit the budget) and its metadata's size; LiveKit is never touched (nor
     needs to be configured)."""
     started = time.perf_counter()
     party = caller_party(number)
     async with open_resolver(settings) as resolver:
         numbers = detect_numbers(party, room, "", settings.persona_lookup, number_format(settings))
         resolution = await resolver.resolve(numbers)
-    encoded = encode_room_metadata("", resolution.metadata(), settings.metadata_budget_bytes)
-    size = len(encoded.encode())
+        plan = plan_room_metadata(
+            "", resolution.metadata(), settings.metadata_budget_bytes, resolver.default
+        )
+    if plan.too_large is not None:
+        log.warning("persona.too_large", size=plan.too_large.size, budget=plan.too_large.budget)
+    written = plan.meta
+    resolution = replace(
+        resolution, persona=written.persona, status=written.status, source=written.source
+    )
+    size = len(plan.encoded.encode())
     return Outcome(number, room, resolution, None, size, None, _ms(started))
 
 
@@ -285,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except SettingsError as e:  # DEFAULT_PERSONA_FILE holds no persona
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SETTINGS
     finally:
         if log_file is not None:
             log_file.close()

@@ -23,7 +23,7 @@ P = Persona(instructions="Be Priya.", persona_id="prs_1")
 
 def test_fresh_until_ttl_then_only_stale() -> None:
     clock = Clock()
-    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=10, clock=clock)
+    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=10, max_bytes=1 << 20, clock=clock)
     cache.put("8655701159", P)
     entry = cache.fresh("8655701159")
     assert entry is not None
@@ -35,7 +35,7 @@ def test_fresh_until_ttl_then_only_stale() -> None:
 
 def test_negative_entry_is_short_lived_and_not_stale() -> None:
     clock = Clock()
-    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=10, clock=clock)
+    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=10, max_bytes=1 << 20, clock=clock)
     cache.put("9111111111", P)
     cache.put_missing("9111111111")  # the API now says unknown: authoritative
     entry = cache.fresh("9111111111")
@@ -47,7 +47,7 @@ def test_negative_entry_is_short_lived_and_not_stale() -> None:
 
 
 def test_size_is_bounded_least_recently_used_first() -> None:
-    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=2, clock=Clock())
+    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=2, max_bytes=1 << 20, clock=Clock())
     cache.put("1111111111", P)
     cache.put("2222222222", P)
     assert cache.fresh("1111111111") is not None  # now most recently used

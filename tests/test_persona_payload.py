@@ -38,7 +38,7 @@ def test_test_number_fixture() -> None:
     assert p.closing == "Thank you for your time. Have a wonderful day!"
     assert p.voice == "alloy"
     assert p.language == "en-IN"
-    assert p.config["llm"] == {"model": "gpt-4o-mini", "temperature": 0.6}
+    assert p.truncated is False
 
 
 def test_several_campaigns_prefers_active_campaign_and_agent() -> None:
@@ -59,7 +59,6 @@ def test_missing_pieces_are_looked_up_on_outer_layers() -> None:
     assert p.welcome is None
     assert p.closing is None
     assert p.voice is None
-    assert p.config == {}
 
 
 def test_first_campaign_when_none_says_active() -> None:
@@ -101,7 +100,8 @@ def test_unknown_fields_are_ignored() -> None:
 
 
 def test_compose_instructions_orders_sections_and_skips_non_behaviour() -> None:
-    text = compose_instructions(
+    text, truncated = compose_instructions(
         "Be kind.", {"tone": "calm", "role": "agent", "temperature": 0.3, "voice": "x"}
     )
     assert text == "Be kind.\n\n## Role\nagent\n\n## Tone\ncalm"
+    assert truncated is False

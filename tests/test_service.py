@@ -58,7 +58,7 @@ async def test_sip_join_writes_persona_then_dispatches_once(
     ]
     dispatch_meta = orjson.loads(fake_lk.dispatches["call_1"][0].metadata)
     assert dispatch_meta["caller"] == "8655701159"
-    assert dispatch_meta["persona_version"] == 1
+    assert dispatch_meta["persona_version"] == 2
     assert persona_state.last_path == "/mobile/8655701159"
 
 

@@ -22,8 +22,10 @@ from devstack.processes import ROOT, free_port
 from devstack.services import RedisServer, start_redis
 from dispatcher.caller import DetectedNumber
 from dispatcher.lease import RedisLease
+from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
+from dispatcher.persona_payload import PersonaLimits
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
 from dispatcher.shared_persona_store import SharedPersonaStore
 from telemetry.metrics import Metrics
@@ -57,7 +59,16 @@ async def redis_url(redis_server: RedisServer) -> str:
 class Replica:
     """One dispatcher replica's resolver: its own persona API client and local cache."""
 
-    def __init__(self, redis_url: str, api_url: str, tmp: Path, *, ttl_s: float = 300) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        api_url: str,
+        tmp: Path,
+        *,
+        ttl_s: float = 300,
+        prefix: str = "persona-dispatcher:",
+        fetch_lock_s: float = 3,
+    ) -> None:
         self.redis = aioredis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.metrics = Metrics(shared_redis=True)
         self.api = PersonaApiClient(
@@ -67,15 +78,24 @@ class Replica:
         )
         self.store = SharedPersonaStore(
             self.redis,
-            PersonaCache(ttl_s=ttl_s, negative_ttl_s=30, max_size=100),
+            PersonaCache(ttl_s=ttl_s, negative_ttl_s=30, max_size=100, max_bytes=1 << 20),
             ttl_s=ttl_s,
             negative_ttl_s=30,
             command_timeout_s=0.2,
-            fetch_lock_s=3,
+            fetch_lock_s=fetch_lock_s,
+            retention_s=3600,
+            entry_max_bytes=256 * 1024,
+            prefix=prefix,
             metrics=self.metrics,
         )
         self.resolver = PersonaResolver(
-            self.api, self.store, PersonaFiles(tmp), DEFAULT_PERSONA, 2.0, self.metrics
+            self.api,
+            PayloadParser(PersonaLimits()),
+            self.store,
+            PersonaFiles(tmp, PersonaLimits()),
+            DEFAULT_PERSONA,
+            2.0,
+            self.metrics,
         )
 
     async def resolve(self, number: str = NUMBER) -> Any:

@@ -15,6 +15,7 @@ from webhooks.app import create_app
 def main() -> None:
     try:
         settings = load_settings()
+        app = create_app(settings)
     except SettingsError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2) from None
@@ -34,9 +35,7 @@ def main() -> None:
     )
     # uvloop roughly halves the event loop's share of each webhook's CPU time.
     uvloop.install()
-    web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None
-    )
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

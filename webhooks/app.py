@@ -11,7 +11,7 @@ from livekit import api
 
 from config.settings import Settings
 from dispatcher.livekit_api import check_access
-from dispatcher.service import build_reconciler, open_clients
+from dispatcher.service import build_reconciler, default_persona, open_clients
 from webhooks import handlers
 from webhooks.keys import CALL_SETUP, METRICS, PERSONA_STORE, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
@@ -56,7 +56,9 @@ async def _start_draining(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    """The dispatcher's aiohttp application for `settings`."""
+    """The dispatcher's aiohttp application for `settings`; raises `SettingsError` when the
+    settings name a default persona file that holds none (before anything starts)."""
+    default_persona(settings)
     app = web.Application(
         client_max_size=settings.webhook_max_bytes, middlewares=[error_middleware]
     )

@@ -225,36 +225,38 @@ def render_lines(value: Any) -> Iterator[str]:
     """`value` as indented text lines, produced lazily (a reader that stops early stops the
     work): `key: value`, `- item`, nesting by two spaces; deeper than `MAX_RENDER_DEPTH` is
     shown as `…`. No recursion, so any depth is safe."""
-    stack: list[Iterator[tuple[str, Any]]] = [iter((("", value),))]
+    stack: list[tuple[int, Iterator[tuple[str, Any]]]] = [(0, iter((("", value),)))]
     lead = ""  # a list item's "- ", put before the first line of its nested object
     while stack:
-        item = next(stack[-1], None)
+        depth, items = stack[-1]
+        item = next(items, None)
         if item is None:
             stack.pop()
             lead = ""
             continue
         label, v = item
-        depth = len(stack) - 1
         indent = "  " * depth
         if lead:
             indent, lead = indent[:-2] + lead, ""
+        # The root's own items are not indented; a labelled value's are, one step.
+        inner = depth + 1 if label else depth
         text = _scalar(v)
         if text is not None:
             yield f"{indent}{label}{text}"
         elif isinstance(v, dict | list) and v:
-            if depth >= MAX_RENDER_DEPTH:
+            if len(stack) > MAX_RENDER_DEPTH:
                 yield f"{indent}{label}…"
             elif isinstance(v, list):
                 if label:
                     yield f"{indent}{label.rstrip()}"
-                stack.append(("- ", x) for x in v)
+                stack.append((inner, (("- ", x) for x in v)))
             elif label == "- ":
                 lead = "- "
-                stack.append(((f"{k}: ", x) for k, x in v.items()))
+                stack.append((inner, ((f"{k}: ", x) for k, x in v.items())))
             else:
                 if label:
                     yield f"{indent}{label.rstrip()}"
-                stack.append(((f"{k}: ", x) for k, x in v.items()))
+                stack.append((inner, ((f"{k}: ", x) for k, x in v.items())))
 
 
 def render_capped(value: Any, max_bytes: int) -> tuple[str, bool]:

@@ -56,3 +56,15 @@ def test_size_is_bounded_least_recently_used_first() -> None:
     assert cache.stale("2222222222") is None
     assert cache.stale("1111111111") == P
     assert cache.stale("3333333333") == P
+
+
+def test_bounded_by_bytes_least_recently_used_first() -> None:
+    """However large the CRM's personas, the cache holds at most `max_bytes` of them."""
+    big = Persona(instructions="x" * 100_000)
+    cache = PersonaCache(ttl_s=10, negative_ttl_s=2, max_size=1000, max_bytes=350_000)
+    for n in range(10):
+        cache.put(f"90000000{n:02d}", big)
+    assert len(cache) == 3
+    assert cache.bytes <= 350_000
+    assert cache.stale("9000000009") == big
+    assert cache.stale("9000000006") is None

@@ -7,11 +7,14 @@ from typing import Any
 import orjson
 import pytest
 
+from contract.metadata import TRUNCATED_MARKER
 from dispatcher.persona_payload import (
+    PersonaLimits,
     PersonaNotInPayload,
     PersonaPayloadError,
     compose_instructions,
     parse_persona_payload,
+    render_lines,
 )
 from tests.harness.fake_persona_api import FIXTURES
 
@@ -105,3 +108,68 @@ def test_compose_instructions_orders_sections_and_skips_non_behaviour() -> None:
     )
     assert text == "Be kind.\n\n## Role\nagent\n\n## Tone\ncalm"
     assert truncated is False
+
+
+# --- selection you can predict ---------------------------------------------------------------
+
+
+def campaign(pid: str, **flags: Any) -> dict[str, Any]:
+    return {**flags, "voiceAgents": [{"persona": {"_id": pid, "personality": f"Be {pid}."}}]}
+
+
+def test_a_payload_with_only_inactive_campaigns_is_not_mapped() -> None:
+    data = {"campaigns": [campaign("done", status="completed", isActive=False)]}
+    with pytest.raises(PersonaNotInPayload):
+        parse_persona_payload(data)
+
+
+@pytest.mark.parametrize("flags", [{"status": "completed"}, {"isActive": False}])
+def test_an_inactive_campaign_by_either_sign_is_never_used(flags: dict[str, Any]) -> None:
+    data = {"campaigns": [campaign("old", **flags), campaign("new")]}
+    assert parse_persona_payload(data).persona_id == "new"
+
+
+@pytest.mark.parametrize(("word", "used"), [("false", "b"), ("No", "b"), ("true", "a"), ("1", "a")])
+def test_boolean_strings_are_read_as_booleans(word: str, used: str) -> None:
+    data = {"campaigns": [campaign("a", isActive=word), campaign("b")]}
+    assert parse_persona_payload(data).persona_id == used
+
+
+def test_an_inactive_voice_agent_is_never_used() -> None:
+    data = {
+        "campaigns": [
+            {
+                "voiceAgents": [
+                    {"isActive": "false", "persona": {"_id": "off", "personality": "Off."}},
+                    {"persona": {"_id": "on", "personality": "On."}},
+                ]
+            }
+        ]
+    }
+    assert parse_persona_payload(data).persona_id == "on"
+
+
+@pytest.mark.parametrize("kind", ["friendly_reminder", "agenda", "pending", "weekend_offer"])
+def test_message_types_match_exact_words_never_substrings(kind: str) -> None:
+    data = campaign("p")
+    data["messages"] = [
+        {"type": kind, "text": "Not a closing line."},
+        {"type": "Welcome-Message", "text": "Hello."},
+        {"type": "CLOSING", "text": "Goodbye."},
+    ]
+    p = parse_persona_payload({"campaigns": [data]})
+    assert (p.welcome, p.closing) == ("Hello.", "Goodbye.")
+
+
+def test_rendering_is_capped_and_flagged() -> None:
+    limits = PersonaLimits(instructions_bytes=3000, section_bytes=1000)
+    config = {"faq": [{"q": f"Q{i}?", "a": "A." * 20} for i in range(500)], "role": "r" * 5000}
+    p = parse_persona_payload({"personality": "Be kind.", "fullConfig": config}, limits)
+    assert p.truncated is True
+    assert len(p.instructions.encode()) <= 3000
+    assert p.instructions.count(TRUNCATED_MARKER) == 2  # the role and the FAQ sections
+
+
+def test_nested_list_items_render_as_before() -> None:
+    text = "\n".join(render_lines([{"q": "Q?", "a": "A."}, "plain", [1, 2]]))
+    assert text == "- q: Q?\n  a: A.\n- plain\n-\n  - 1\n  - 2"

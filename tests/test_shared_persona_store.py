@@ -27,12 +27,14 @@ from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_payload import PersonaLimits
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
+from dispatcher.service import build_reconciler, fetch_claim_s, open_clients
 from dispatcher.shared_persona_store import SharedPersonaStore
 from telemetry.metrics import Metrics
 from tests.conftest import LogCapture, post
 from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
 from tests.harness.signing import participant_joined
+from tests.harness.stack import eventually
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.service
@@ -174,6 +176,63 @@ async def test_a_failed_fetch_is_not_repeated_by_the_others_of_a_burst(
     assert {r.status for r in results} == {"default"}
     assert {r.fallback_reason for r in results} == {"upstream_error"}
     assert persona_state.requests == 1
+
+
+async def test_a_failed_fetch_is_not_repeated_by_the_next_lookup_either(
+    replicas: Callable[..., Replica], persona_state: FakeState
+) -> None:
+    """The "just failed" mark holds for new lookups too, not only for the fetcher's waiters:
+    the next burst falls back at once instead of asking the failing CRM again."""
+    persona_state.fail_status = 503
+    a, b = replicas(), replicas()
+    assert (await a.resolve()).fallback_reason == "upstream_error"
+    later = await b.resolve()
+    assert (later.status, later.fallback_reason) == ("default", "upstream_error")
+    assert persona_state.requests == 1
+
+
+async def test_deployments_with_other_prefixes_share_nothing(
+    replicas: Callable[..., Replica], persona_state: FakeState, redis_url: str
+) -> None:
+    a, b = replicas(prefix="blue:"), replicas(prefix="green:")
+    assert (await a.resolve()).status == "loaded"
+    assert (await b.resolve()).status == "loaded"  # not "cached": green asks its own CRM
+    assert persona_state.requests == 2
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = sorted(await client.keys("*"))
+    finally:
+        await client.aclose()
+    assert keys == [f"blue:persona:{NUMBER}", f"green:persona:{NUMBER}"]
+
+
+def test_the_fetch_claim_outlives_a_whole_lookup(make_settings: Callable[..., Settings]) -> None:
+    """Five attempts of 1 s with backoffs take longer than the 3 s deadline: the claim must not
+    lapse mid-fetch (it was deadline + 1 s)."""
+    settings = make_settings(
+        PERSONA_ATTEMPTS="5", PERSONA_ATTEMPT_TIMEOUT_S="1", PERSONA_DEADLINE_S="3"
+    )
+    assert fetch_claim_s(settings) > 5 * 1 + 4 * 0.1
+
+
+async def test_the_reconciler_lease_carries_the_prefix(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    settings = make_settings(
+        PERSONA_CACHE_URL=redis_url, PERSONA_CACHE_PREFIX="blue:", RECONCILE_INTERVAL_S="2"
+    )
+    async with open_clients(settings) as clients:
+        reconciler = build_reconciler(settings, clients)
+        assert reconciler is not None
+        assert clients.redis is not None
+        redis = clients.redis
+        task = asyncio.create_task(reconciler.run())
+        try:
+            await eventually(lambda: redis.exists("blue:reconciler"), 5, "the prefixed lease")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert not await redis.exists("persona-dispatcher:reconciler")
 
 
 async def test_an_outage_costs_calls_nothing_and_is_logged_once_at_each_end(

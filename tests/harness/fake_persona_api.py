@@ -72,7 +72,10 @@ async def persona(request: web.Request) -> web.StreamResponse:
     if state.garbage:
         return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
     if number in state.extra:
-        return web.json_response(state.extra[number])
+        answer = state.extra[number]
+        if isinstance(answer, bytes):  # a body as is: large ones cost the test's loop nothing
+            return web.Response(body=answer, content_type="application/json")
+        return web.json_response(answer)
     path = state.fixtures / f"num_{number}.json"
     if not number.isdigit() or not path.is_file():
         return web.json_response({"success": False, "message": "mobile not found"}, status=404)

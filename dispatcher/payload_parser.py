@@ -34,15 +34,25 @@ class PayloadParser:
         self._limits = limits
         self._inline_max = inline_max_bytes
         self._pool: ProcessPoolExecutor | None = None
+        self._no_workers = False
 
     async def parse(self, body: bytes) -> Persona:
         """The persona in `body`; raises `PersonaPayloadError` / `PersonaNotInPayload`."""
-        if len(body) <= self._inline_max:
+        if len(body) <= self._inline_max or self._no_workers:
             return parse_persona_body(body, self._limits)
         loop = asyncio.get_running_loop()
         job = functools.partial(parse_persona_body, body, self._limits)
         try:
-            return await loop.run_in_executor(self._workers(), job)
+            future = loop.run_in_executor(self._workers(), job)
+        except (RuntimeError, OSError) as e:
+            # No process can be started here (a main module without its `__main__` guard, or
+            # no resources): decoding in place blocks the loop, but the caller gets the persona.
+            log.error("persona.parser_workers_unavailable", error=str(e).strip()[:200])
+            self._no_workers = True
+            self._shutdown()
+            return parse_persona_body(body, self._limits)
+        try:
+            return await future
         except BrokenProcessPool:
             # A worker died (killed for memory, say): the next big body gets a new pool.
             log.error("persona.parser_worker_lost", bytes=len(body))

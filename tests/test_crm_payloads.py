@@ -10,6 +10,8 @@ import orjson
 import pytest
 
 from contract.metadata import PersonaMetadata, decode_persona_metadata
+from dispatcher.payload_parser import PayloadParser
+from dispatcher.persona_payload import PersonaLimits
 from tests.conftest import Client, LogCapture, post
 from tests.harness.fake_livekit import FakeLiveKit
 from tests.harness.fake_persona_api import FakeState
@@ -180,3 +182,21 @@ async def test_room_metadata_carries_nothing_of_the_crms_config_but_its_behaviou
     raw = fake_lk.rooms["call_private"]
     assert "SECRET" not in raw
     assert "config" not in orjson.loads(raw)["persona"]
+
+
+async def test_without_worker_processes_a_big_body_is_still_decoded(
+    monkeypatch: pytest.MonkeyPatch, logs: LogCapture
+) -> None:
+    """Where no process can be started, the parser decodes in place (the loop waits, the caller
+    still gets the persona) and says so once."""
+    parser = PayloadParser(PersonaLimits(), inline_max_bytes=0)
+
+    def cannot_start() -> None:
+        raise RuntimeError("An attempt has been made to start a new process before ...")
+
+    monkeypatch.setattr(parser, "_workers", cannot_start)
+    body = orjson.dumps(payload({"role": "advisor"}))
+    assert (await parser.parse(body)).persona_id == "prs_crm"
+    assert (await parser.parse(body)).persona_id == "prs_crm"
+    assert len(logs.named("persona.parser_workers_unavailable")) == 1
+    await parser.aclose()

@@ -221,10 +221,12 @@ def _scalar(value: Any) -> str | None:
     return None
 
 
-def render_lines(value: Any) -> Iterator[str]:
+def render_lines(value: Any, max_items: int | None = None) -> Iterator[str]:
     """`value` as indented text lines, produced lazily (a reader that stops early stops the
     work): `key: value`, `- item`, nesting by two spaces; deeper than `MAX_RENDER_DEPTH` is
-    shown as `…`. No recursion, so any depth is safe."""
+    shown as `…`, and past `max_items` values (empty ones count: they cost work, not text)
+    the rest is cut with `TRUNCATED_MARKER`. No recursion, so any depth is safe."""
+    seen = 0
     stack: list[tuple[int, Iterator[tuple[str, Any]]]] = [(0, iter((("", value),)))]
     lead = ""  # a list item's "- ", put before the first line of its nested object
     while stack:
@@ -235,6 +237,10 @@ def render_lines(value: Any) -> Iterator[str]:
             lead = ""
             continue
         label, v = item
+        seen += 1
+        if max_items is not None and seen > max_items:
+            yield TRUNCATED_MARKER
+            return
         indent = "  " * depth
         if lead:
             indent, lead = indent[:-2] + lead, ""
@@ -265,7 +271,8 @@ def render_capped(value: Any, max_bytes: int) -> tuple[str, bool]:
     Stops rendering once the cap is reached: the work is bounded by the cap, not the value."""
     lines: list[str] = []
     used = 0
-    for line in render_lines(value):
+    # A value yields at least a byte of text unless it is empty: one value per byte of budget.
+    for line in render_lines(value, max_items=max_bytes):
         # A line longer than the cap in characters is over it in bytes too: slice before encoding.
         line = line[: max_bytes + 1]
         size = len(line.encode()) + 1
@@ -274,7 +281,8 @@ def render_capped(value: Any, max_bytes: int) -> tuple[str, bool]:
             return _cut("\n".join(lines).strip(), max_bytes)[0], True
         lines.append(line)
         used += size
-    return "\n".join(lines).strip(), False
+    cut = bool(lines) and lines[-1] == TRUNCATED_MARKER
+    return "\n".join(lines).strip(), cut
 
 
 def compose_instructions(

@@ -173,3 +173,14 @@ def test_rendering_is_capped_and_flagged() -> None:
 def test_nested_list_items_render_as_before() -> None:
     text = "\n".join(render_lines([{"q": "Q?", "a": "A."}, "plain", [1, 2]]))
     assert text == "- q: Q?\n  a: A.\n- plain\n-\n  - 1\n  - 2"
+
+
+def test_rendering_work_is_bounded_by_the_budget_even_for_empty_values() -> None:
+    """Empty objects render as nothing, yet each costs work: past one value per byte of the
+    section's budget the rest is cut."""
+    limits = PersonaLimits(instructions_bytes=4000, section_bytes=1000)
+    config = {"rules": [{}] * 100_000 + ["Never shout."]}
+    p = parse_persona_payload({"personality": "Be kind.", "fullConfig": config}, limits)
+    assert p.truncated is True
+    assert "Never shout." not in p.instructions
+    assert p.instructions.endswith(TRUNCATED_MARKER)

@@ -1,4 +1,4 @@
-"""Which persona a call gets: read from room metadata only (see shared/CONTRACT.md), never fetched.
+"""Which persona a call gets: read from room metadata only (see docs/contract.md), never fetched.
 
 Order: the job's copy of the room (before connecting), the connected room, then a bounded wait
 for `room_metadata_changed`; after that the default persona. The agent never fails a call here.

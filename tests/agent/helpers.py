@@ -41,14 +41,14 @@ def contract_metadata(
     call_id: str | None = "SCL_1",
     other: dict[str, Any] | None = None,
 ) -> str:
-    """Room metadata holding `persona` as shared/CONTRACT.md documents version 1, spelled out here
+    """Room metadata holding `persona` as docs/contract.md documents version 2, spelled out here
     field by field: the agent's tests must not build it with the contract module they exercise,
     or a change to its encoder would pass unnoticed. `other` keys sit beside `persona`."""
     return json.dumps(
         {
             **(other or {}),
             "persona": {
-                "version": 1,
+                "version": 2,
                 "status": status,
                 "source": source,
                 "caller": caller,
@@ -61,7 +61,7 @@ def contract_metadata(
                 "closing": persona.closing,
                 "voice": persona.voice,
                 "language": persona.language,
-                "config": {},
+                "truncated": False,
                 "resolved_at": "2026-01-01T00:00:00.000Z",
             },
         }
@@ -69,8 +69,8 @@ def contract_metadata(
 
 
 def contract_dispatch_metadata(caller: str | None, call_id: str | None) -> str:
-    """The dispatch's own metadata as CONTRACT.md documents it."""
-    return json.dumps({"caller": caller, "call_id": call_id, "persona_version": 1})
+    """The dispatch's own metadata as docs/contract.md documents it."""
+    return json.dumps({"caller": caller, "call_id": call_id, "persona_version": 2})
 
 
 def loaded(

@@ -15,7 +15,7 @@ from tests.agent.helpers import PIRATE, MetadataRoom, contract_metadata, loaded
 
 pytestmark = pytest.mark.unit
 
-# Room metadata as CONTRACT.md documents it (another component's key beside ours), not as the
+# Room metadata as docs/contract.md documents it (another component's key beside ours), not as the
 # contract module encodes it: the agent's reading is tested against the documented contract.
 PIRATE_METADATA = contract_metadata(PIRATE, other={"other": 1})
 
@@ -57,7 +57,7 @@ async def test_persona_written_after_connect_is_waited_for() -> None:
         "",
         "not json",
         '{"other": 1}',
-        '{"persona": {"version": 2, "status": "loaded", "instructions": "x"}}',
+        '{"persona": {"version": 3, "status": "loaded", "instructions": "x"}}',
         '{"persona": {"version": 1, "status": "loaded", "instructions": ""}}',
         '{"persona": {"version": 1, "status": "weird", "instructions": "x"}}',
     ],

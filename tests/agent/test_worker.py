@@ -1,5 +1,5 @@
 """The worker process against a real livekit-server, jobs created as the dispatcher creates them:
-persona written into room metadata (the JSON shared/CONTRACT.md documents, spelled out by the
+persona written into room metadata (the JSON docs/contract.md documents, spelled out by the
 test), then an explicit dispatch of `AGENT_NAME`."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A `SipCaller` joins with a `kind=sip` token and the attributes livekit-sip sets, and records when
 the agent joins and when its first audio frames arrive. `write_room_metadata` + `create_dispatch`
 put a call's room in the state the dispatcher leaves it in, from metadata the caller spells out
-(tests/agent/helpers.py writes it as shared/CONTRACT.md documents it, not with the contract
+(tests/agent/helpers.py writes it as docs/contract.md documents it, not with the contract
 module, so that the agent is tested against the contract rather than against its own encoder).
 """
 

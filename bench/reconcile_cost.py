@@ -2,7 +2,9 @@
 CPU time of the event loop's thread (the rtc participants' own threads excluded), with 0, 100
 and 1,000 rooms already set up.
 
-Rooms "already set up" carry a persona written long ago. Two kinds are measured:
+Rooms "already set up" carry a persona written long ago, as the dispatcher writes it from a
+realistic CRM reply (the fixture persona with a 150-entry FAQ and the CRM's own fields in its
+`fullConfig`; about 17 KB of metadata, which every pass lists). Two kinds are measured:
 - `steady`: rooms whose callers have left or are known healthy: a pass lists them once and
   parses each room's metadata; no per-room call. (Empty rooms, kept alive with a long
   `empty_timeout`, are the upper bound: a room seen healthy is skipped before its metadata is read.)
@@ -25,14 +27,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from livekit import api, rtc
 
 from bench import setup_latency
 from config.settings import load_settings
-from contract.metadata import Persona, PersonaMetadata, encode_room_metadata
+from contract.metadata import PersonaMetadata, encode_room_metadata
 from devstack.services import LiveKitServer, start_livekit_server
+from dispatcher.persona_payload import parse_persona_payload
 from dispatcher.reconciler import PassReport, Reconciler
 from dispatcher.service import build_reconciler, open_clients
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -40,17 +44,31 @@ from telemetry.logs import configure_logging
 from tests.harness.stack import participant_token
 
 AGENT = "friday"
+FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/personas/num_8655701159.json"
+
+
+def crm_reply() -> dict[str, Any]:
+    """The fixture persona as a CRM with a knowledge base and its own fields ships it."""
+    data: dict[str, Any] = orjson.loads(FIXTURE.read_bytes())
+    config = data["campaigns"][0]["voiceAgents"][0]["persona"]["fullConfig"]
+    config["faq"] = [
+        {"q": f"Question {i} about the home loan?", "a": "The answer is a short paragraph. " * 4}
+        for i in range(150)
+    ]
+    config["crm"] = {
+        "tenantId": "t_123",
+        "webhookUrl": "https://crm.example/hook",
+        "leadFields": {f"f{i}": "x" * 40 for i in range(100)},
+    }
+    return data
+
+
+PERSONA = parse_persona_payload(crm_reply())
 
 
 def old_persona(number: str) -> str:
     resolved = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
-    persona = Persona(
-        instructions="You are a careful assistant. " * 20,
-        persona_id=f"prs_{number}",
-        name="Bench",
-        welcome="Hello.",
-    )
-    meta = PersonaMetadata(persona, "loaded", "api", number, "caller", f"SCL_{number}", resolved)
+    meta = PersonaMetadata(PERSONA, "loaded", "api", number, "caller", f"SCL_{number}", resolved)
     return encode_room_metadata("", meta, 60_000)
 
 
@@ -108,14 +126,21 @@ async def passes(r: Reconciler, count: int) -> tuple[list[PassReport], list[floa
     return reports, cpu
 
 
-def line(label: str, reports: list[PassReport], cpu: list[float]) -> str:
+def line(label: str, reports: list[PassReport], cpu: list[float], listed: int) -> str:
     calls = [sum(x.api_calls.values()) for x in reports]
     wall = [x.duration_s * 1000 for x in reports]
     return (
         f"{label:<26} rooms={reports[0].rooms:<5} calls/pass={statistics.mean(calls):6.1f} "
-        f"(max {max(calls)})  wall p50={statistics.median(wall):7.2f} ms  "
+        f"(max {max(calls)})  ListRooms={listed / 1e6:6.2f} MB  "
+        f"wall p50={statistics.median(wall):7.2f} ms  "
         f"cpu p50={statistics.median(cpu) * 1000:7.2f} ms  max={max(cpu) * 1000:7.2f} ms"
     )
+
+
+async def list_rooms_bytes(lk: api.LiveKitAPI) -> int:
+    """The size of one `ListRooms` answer, as a pass receives it."""
+    listed = await lk.room.list_rooms(api.ListRoomsRequest())
+    return int(listed.ByteSize())
 
 
 async def run(sizes: list[int], count: int, with_calls: int) -> None:
@@ -123,13 +148,16 @@ async def run(sizes: list[int], count: int, with_calls: int) -> None:
     lk = api.LiveKitAPI(server.http_url, DEV_API_KEY, DEV_API_SECRET)
     joined: list[rtc.Room] = []
     try:
+        size = len(old_persona("8655701159").encode())
         print(f"reconciler pass cost, {count} passes each, real livekit-server, 2-core machine")
+        print(f"room metadata of a set-up room: {size:,} bytes")
         created = 0
         for size in sizes:
             created += len(await create_rooms(lk, size - created, "bench"))
             async with reconciler(server) as steady:
                 reports, cpu = await passes(steady, count)
-            print(line(f"steady ({size} set up)", reports, cpu))
+            listed = await list_rooms_bytes(lk)
+            print(line(f"steady ({size} set up)", reports, cpu, listed))
         if with_calls:
             names = await create_rooms(lk, with_calls, "call")
             joined = await join_calls(server, names)
@@ -137,8 +165,9 @@ async def run(sizes: list[int], count: int, with_calls: int) -> None:
             async with reconciler(server) as fresh:
                 first, cpu1 = await passes(fresh, 1)
                 later, cpu2 = await passes(fresh, count)
-            print(line(f"first look ({with_calls} calls)", first, cpu1))
-            print(line(f"after it ({with_calls} calls)", later, cpu2))
+            listed = await list_rooms_bytes(lk)
+            print(line(f"first look ({with_calls} calls)", first, cpu1, listed))
+            print(line(f"after it ({with_calls} calls)", later, cpu2, listed))
             print("first pass calls:", orjson.dumps(first[0].api_calls).decode())
     finally:
         for r in joined:

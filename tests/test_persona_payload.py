@@ -179,7 +179,7 @@ def test_rendering_work_is_bounded_by_the_budget_even_for_empty_values() -> None
     """Empty objects render as nothing, yet each costs work: past one value per byte of the
     section's budget the rest is cut."""
     limits = PersonaLimits(instructions_bytes=4000, section_bytes=1000)
-    config = {"rules": [{}] * 100_000 + ["Never shout."]}
+    config: dict[str, list[Any]] = {"rules": [{}] * 100_000 + ["Never shout."]}
     p = parse_persona_payload({"personality": "Be kind.", "fullConfig": config}, limits)
     assert p.truncated is True
     assert "Never shout." not in p.instructions

@@ -75,7 +75,8 @@ class Metrics:
         self.persona_fallbacks = Counter(
             f"{PREFIX}_persona_fallbacks_total",
             "Personas that did not come from the API or a fresh cache entry, by reason "
-            "(timeout, upstream_error, not_found, no_number, api_off) and status used.",
+            "(timeout, upstream_error, invalid_payload, not_found, no_number, api_off; too_large: "
+            "the persona did not fit the metadata budget) and status used.",
             ["reason", "status"],
             registry=r,
         )

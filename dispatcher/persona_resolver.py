@@ -181,7 +181,7 @@ class PersonaResolver:
                 reason = "upstream_error"
                 log.warning("persona.upstream_error", error=str(e), http_status=e.status)
 
-        if reason in ("timeout", "upstream_error"):
+        if reason in ("timeout", "upstream_error", "invalid_payload"):
             for d in numbers:
                 stale = await self._store.stale(d.number)
                 if stale is not None:

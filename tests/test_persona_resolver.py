@@ -45,3 +45,22 @@ async def test_a_remembered_404_is_asked_again_once_the_negative_ttl_is_over(
         await asyncio.sleep(0.1)
         await resolver.resolve(caller(UNKNOWN))
     assert persona_state.per_number == {UNKNOWN: 2}
+
+
+async def test_an_invalid_payload_falls_back_to_the_last_good_copy_and_is_not_cached(
+    make_settings: Callable[..., Settings], persona_state: FakeState
+) -> None:
+    number = "8655701159"
+    async with open_resolver(make_settings(PERSONA_CACHE_TTL_S="0.05")) as resolver:
+        assert (await resolver.resolve(caller(number))).status == "loaded"
+        await asyncio.sleep(0.1)  # past the TTL: the next call asks the CRM
+        persona_state.extra[number] = {"campaigns": "oops"}
+        bad = await resolver.resolve(caller(number))
+        again = await resolver.resolve(caller(number))
+    assert (bad.status, bad.fallback_reason, bad.persona.persona_id) == (
+        "stale",
+        "invalid_payload",
+        "prs_3001",
+    )
+    assert (again.status, again.fallback_reason) == ("stale", "invalid_payload")
+    assert persona_state.per_number == {number: 3}

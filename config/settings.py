@@ -132,8 +132,9 @@ class Settings:
     persona_deadline_s: float = setting("PERSONA_DEADLINE_S", 3.0, seconds)
     persona_attempt_timeout_s: float = setting("PERSONA_ATTEMPT_TIMEOUT_S", 1.0, seconds)
     persona_attempts: int = setting("PERSONA_ATTEMPTS", 3, integer(minimum=1))
-    # 8 MiB: a knowledge base in `fullConfig` still loads; parsing one costs ~17 ms of loop time
-    # on a cache miss (bench/persona_parse.py), against a 3 s persona deadline.
+    # 8 MiB: a knowledge base in `fullConfig` still loads; bodies over 256 KiB are decoded in a
+    # worker process, ~50 ms for 20,000 keys with the loop free (bench/persona_parse.py), against
+    # a 3 s persona deadline.
     persona_max_bytes: int = setting("PERSONA_MAX_BYTES", 8 * 1024 * 1024, integer(minimum=1024))
     persona_cache_ttl_s: float = setting("PERSONA_CACHE_TTL_S", 300.0, seconds)
     persona_negative_ttl_s: float = setting("PERSONA_NEGATIVE_TTL_S", 30.0, seconds)

@@ -13,6 +13,8 @@ import orjson
 
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 LIVEKIT_SIP_VERSION = "v1.11.0"
+# promtool and prometheus, from Debian's package (bookworm's): the alert rules' tests use its syntax.
+PROMETHEUS_VERSION = "2.42.0"
 
 # Development credentials: the secret must be 32+ characters for livekit-server to accept it.
 DEV_API_KEY = "devkey"

@@ -57,6 +57,11 @@ class Observed:
     late: ManagedProcess
     worker: AgentWorker | None = None
 
+    def agents(self) -> None:
+        """An agent worker from now on (the first test runs without one)."""
+        if self.worker is None:
+            self.worker = start_agent_worker(self.stack.livekit, LOG_DIR)
+
 
 def instance(process: ManagedProcess) -> str:
     """A dispatcher's `instance` label, as Prometheus scrapes it."""
@@ -182,7 +187,7 @@ async def test_after_normal_calls_no_alert_says_callers_waited(observed: Observe
     """With an agent worker, two calls from a known number are answered; once Prometheus has
     scraped their set-ups and evaluated the rules after that, no alert about lost webhooks,
     missing agents, LiveKit or refused webhooks is pending or firing."""
-    observed.worker = start_agent_worker(observed.stack.livekit, LOG_DIR)
+    observed.agents()
     before = setups_on(observed.stack.dispatcher_url)
     result = await place_calls(observed.sip, [Call(TEST_CALLER, observed.sip.trunk_number)] * 2)
     assert result.successful == 2, result.summary()
@@ -208,6 +213,7 @@ async def test_a_call_whose_webhook_was_lost_makes_the_lost_webhook_alert_pendin
     started after the call sets it up from its start-up pass (the caller is answered), and the
     lost-webhook alert is pending or firing for that dispatcher."""
     stack, late = observed.stack, observed.late
+    observed.agents()
     stack.dispatcher.stop()
     number = unique_number()  # unknown to the CRM: the default persona, a fallback
     run = observed.sip.sipp([Call(number, observed.sip.trunk_number)], rtp_seconds=1.0, timeout=120)
@@ -274,6 +280,7 @@ def dashboard_expressions() -> list[tuple[str, str]]:
 async def test_every_dashboard_expression_returns_a_series(observed: Observed) -> None:
     """After one more answered call, each expression of each panel of the dashboard returns at
     least one series from this Prometheus (the metric names and labels it uses are real)."""
+    observed.agents()
     result = await place_calls(observed.sip, [Call(TEST_CALLER, observed.sip.trunk_number)])
     assert result.successful == 1, result.summary()
     expressions = dashboard_expressions()

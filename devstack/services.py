@@ -74,6 +74,12 @@ class LiveKitServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.config.port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Its Prometheus metrics, where its config enables them."""
+        port = self.config.prometheus_port
+        return None if port is None else f"http://127.0.0.1:{port}/metrics"
+
     def start(self, timeout: float = 30.0) -> LiveKitServer:
         binary = require_binary("livekit-server", LIVEKIT_SERVER_VERSION)
         self._config_file = _config_file("livekit-", render_server_config(self.config))
@@ -100,10 +106,12 @@ def start_livekit_server(
     redis_address: str | None = None,
     log_path: Path | None = None,
     port: int | None = None,
+    prometheus_port: int | None = None,
     attempts: int = 3,
 ) -> LiveKitServer:
     """Start livekit-server on free loopback ports, or on `port` with its RTC ports next to it
-    (TCP `port + 1`, UDP `port + 2`, as 7880-7882).
+    (TCP `port + 1`, UDP `port + 2`, as 7880-7882); its Prometheus metrics on `prometheus_port`
+    or a free port.
 
     A port found free can be taken by another process before the server binds it; the server
     then exits, and is started again on other ports (given ports are not changed).
@@ -117,6 +125,7 @@ def start_livekit_server(
                 rtc_udp_port=port + 2,
                 webhook_urls=webhook_urls,
                 redis_address=redis_address,
+                prometheus_port=prometheus_port or free_port(),
             )
         else:
             cfg = ServerConfig(
@@ -125,6 +134,7 @@ def start_livekit_server(
                 rtc_udp_port=free_port(socket.SOCK_DGRAM),
                 webhook_urls=webhook_urls,
                 redis_address=redis_address,
+                prometheus_port=prometheus_port or free_port(),
             )
         server = LiveKitServer(cfg, log)
         try:
@@ -210,6 +220,12 @@ class LiveKitSip:
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.config.health_port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Its Prometheus metrics, where its config enables them."""
+        port = self.config.prometheus_port
+        return None if port is None else f"http://127.0.0.1:{port}/metrics"
+
     def start(self, timeout: float = 30.0) -> LiveKitSip:
         if self.config.health_port is None:
             raise ValueError("LiveKitSip needs a health_port to know when it is ready")
@@ -257,9 +273,11 @@ def start_livekit_sip(
     rtp_ports: int = 200,
     rtp_range: tuple[int, int] | None = None,
     listen_ip: str | None = "127.0.0.1",
+    prometheus_port: int | None = None,
     log_path: Path | None = None,
 ) -> LiveKitSip:
-    """Start livekit-sip for `server`: a free (or given) SIP port, a free (or given) RTP range.
+    """Start livekit-sip for `server`: a free (or given) SIP port, a free (or given) RTP range,
+    its Prometheus metrics on a free (or given) port.
 
     On loopback by default. `listen_ip=None` listens on every interface and announces the
     host's first non-loopback address, for a softphone on the LAN.
@@ -272,7 +290,9 @@ def start_livekit_sip(
         # livekit-sip binds it, and then it exits at once. Try again with new ports.
         try:
             rtp = rtp_range or free_udp_range(rtp_ports)
-            return _start_livekit_sip(server, redis_address, sip_port, rtp, listen_ip, log)
+            return _start_livekit_sip(
+                server, redis_address, sip_port, rtp, listen_ip, log, prometheus_port
+            )
         except RuntimeError:
             if attempt == 2 or "address already in use" not in tail(log, 3):
                 raise
@@ -286,6 +306,7 @@ def _start_livekit_sip(
     rtp_range: tuple[int, int],
     listen_ip: str | None,
     log: Path,
+    prometheus_port: int | None,
 ) -> LiveKitSip:
     rtp_start, rtp_end = rtp_range
     cfg = SipConfig(
@@ -297,6 +318,7 @@ def _start_livekit_sip(
         rtp_port_start=rtp_start,
         rtp_port_end=rtp_end,
         health_port=free_port(),
+        prometheus_port=prometheus_port or free_port(),
         listen_ip=listen_ip,
         nat_1_to_1_ip=listen_ip,
     )

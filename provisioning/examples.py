@@ -3,9 +3,10 @@ rendered by the same functions the scripts use so that they cannot drift (a unit
 them).
 
 They describe the stack of docker-compose.yml and of a developer's machine: every service on one
-host, Redis on 6379, livekit-server on 7880, the dispatcher on 8080, livekit-sip on 5060; with
-docker-compose.scale.yml, HAProxy on 8080 in front of two dispatcher replicas on 8081 and 8082.
-`python -m provisioning.examples` rewrites them.
+host, Redis on 6379, livekit-server on 7880, the dispatcher on 8080, livekit-sip on 5060, the two
+LiveKit services' Prometheus metrics on 6789 and 6790; with docker-compose.scale.yml, HAProxy on
+8080 in front of two dispatcher replicas on 8081 and 8082. `python -m provisioning.examples`
+rewrites them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 REDIS_ADDRESS = "127.0.0.1:6379"
 WEBHOOK_URL = "http://127.0.0.1:8080/webhooks/livekit"
 SIP_HEALTH_PORT = 8090
+# Prometheus scrapes livekit-server and livekit-sip here (README "Operating it").
+LIVEKIT_PROMETHEUS_PORT = 6789
+SIP_PROMETHEUS_PORT = 6790
 # docker-compose.scale.yml: the balancer takes the dispatcher's address; the replicas sit behind.
 BALANCER_BIND = "127.0.0.1:8080"
 REPLICAS = (Backend("dispatcher-1", "127.0.0.1", 8081), Backend("dispatcher-2", "127.0.0.1", 8082))
@@ -29,13 +33,21 @@ HEADER = (
 
 
 def example_server_config() -> ServerConfig:
-    return ServerConfig(webhook_urls=(WEBHOOK_URL,), redis_address=REDIS_ADDRESS)
+    return ServerConfig(
+        webhook_urls=(WEBHOOK_URL,),
+        redis_address=REDIS_ADDRESS,
+        prometheus_port=LIVEKIT_PROMETHEUS_PORT,
+    )
 
 
 def example_sip_config() -> SipConfig:
     # No listen_ip / nat_1_to_1_ip: livekit-sip listens on every interface and announces the
     # host's first non-loopback address, which a softphone on the LAN can reach.
-    return SipConfig(redis_address=REDIS_ADDRESS, health_port=SIP_HEALTH_PORT)
+    return SipConfig(
+        redis_address=REDIS_ADDRESS,
+        health_port=SIP_HEALTH_PORT,
+        prometheus_port=SIP_PROMETHEUS_PORT,
+    )
 
 
 def example_files() -> dict[Path, str]:

@@ -13,6 +13,8 @@ import orjson
 
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 LIVEKIT_SIP_VERSION = "v1.11.0"
+# promtool and prometheus from Debian's package (bookworm's); the rule tests use its syntax.
+PROMETHEUS_VERSION = "2.42.0"
 
 # Development credentials: the secret must be 32+ characters for livekit-server to accept it.
 DEV_API_KEY = "devkey"
@@ -32,6 +34,8 @@ class ServerConfig:
     redis_address: str | None = None
     log_level: str = "info"
     max_metadata_size: int | None = None
+    # Where livekit-server serves its Prometheus metrics (on its bind addresses); unset, nowhere.
+    prometheus_port: int | None = None
 
 
 def render_server_config(cfg: ServerConfig) -> str:
@@ -52,6 +56,8 @@ def render_server_config(cfg: ServerConfig) -> str:
         doc["webhook"] = {"api_key": cfg.api_key, "urls": list(cfg.webhook_urls)}
     if cfg.redis_address:
         doc["redis"] = {"address": cfg.redis_address}
+    if cfg.prometheus_port is not None:
+        doc["prometheus"] = {"port": cfg.prometheus_port}
     if cfg.max_metadata_size is not None:
         doc["limit"] = {"max_metadata_size": cfg.max_metadata_size}
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"

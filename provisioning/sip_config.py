@@ -38,6 +38,8 @@ class SipConfig:
     listen_ip: str | None = None
     nat_1_to_1_ip: str | None = None
     log_level: str = "info"
+    # Where livekit-sip serves its Prometheus metrics (`:port`, every interface); unset, nowhere.
+    prometheus_port: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.rtp_port_start < self.rtp_port_end < 65536:
@@ -57,6 +59,8 @@ def render_sip_config(cfg: SipConfig) -> str:
     }
     if cfg.health_port is not None:
         doc["health_port"] = cfg.health_port
+    if cfg.prometheus_port is not None:
+        doc["prometheus_port"] = cfg.prometheus_port
     if cfg.listen_ip is not None:
         doc["listen_ip"] = cfg.listen_ip
     if cfg.nat_1_to_1_ip is not None:

@@ -1,7 +1,8 @@
 """Run the service on its embedded default, ready for a softphone on the LAN: Redis, a local dev
 livekit-server on 127.0.0.1:7880 whose webhooks go to the dispatcher on 127.0.0.1:8080, livekit-sip
 on every interface (SIP 5060) with the trunk and dispatch rule of config/sip/ applied, and the agent
-worker; personas from `user-mapping/`, in-memory cache.
+worker; personas from `user-mapping/`, in-memory cache. Prometheus may scrape the dispatcher's
+`/metrics`, livekit-server's on 6789 and livekit-sip's on 6790 (as config/*.yaml set them).
 
 Redis is the command's own (port 6380, nothing written to disk), never a system one: a Debian
 redis-server already runs on 6379, and the dev stack applies its SIP set-up afresh at each start,
@@ -28,6 +29,7 @@ from config.env import read_environment
 from devstack.agent_worker import AgentWorker, agent_worker_env
 from devstack.processes import ROOT, port_free, tail, udp_ports_free
 from devstack.services import (
+    LiveKitServer,
     LiveKitSip,
     RedisServer,
     start_dispatcher,
@@ -36,6 +38,7 @@ from devstack.services import (
     start_redis,
 )
 from operator_tools.manual_dispatch import TEST_NUMBER
+from provisioning.examples import LIVEKIT_PROMETHEUS_PORT, SIP_PROMETHEUS_PORT
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from provisioning.sip_config import DEFAULT_RTP_PORT_END, DEFAULT_RTP_PORT_START, DEFAULT_SIP_PORT
 from provisioning.sip_setup import SetupError, SetupResult, load_trunk, setup_sip
@@ -54,6 +57,7 @@ class Ports:
     sip: int | None
     rtp: tuple[int, int] | None
     redis: int | None
+    metrics: tuple[int, ...] = ()  # livekit-server's and livekit-sip's Prometheus ports
 
 
 def _interrupt(*_: object) -> None:
@@ -104,6 +108,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"port of the command's own Redis ({DEFAULT_REDIS_PORT})",
     )
     parser.add_argument(
+        "--livekit-metrics-port",
+        type=int,
+        default=LIVEKIT_PROMETHEUS_PORT,
+        help=f"livekit-server's Prometheus metrics port ({LIVEKIT_PROMETHEUS_PORT})",
+    )
+    parser.add_argument(
+        "--sip-metrics-port",
+        type=int,
+        default=SIP_PROMETHEUS_PORT,
+        help=f"livekit-sip's Prometheus metrics port ({SIP_PROMETHEUS_PORT})",
+    )
+    parser.add_argument(
         "--log-dir", type=Path, default=ROOT / "var" / "log" / "dev", help="(var/log/dev)"
     )
     parser.add_argument(
@@ -134,6 +150,7 @@ def ports_taken(p: Ports) -> list[str]:
     wanted.append(("livekit-server RTC", p.livekit + 2, socket.SOCK_DGRAM))
     if p.redis is not None:
         wanted.append(("redis", p.redis, socket.SOCK_STREAM))
+    wanted += [("metrics", port, socket.SOCK_STREAM) for port in p.metrics]
     if p.sip is not None:
         wanted += [("SIP", p.sip, socket.SOCK_DGRAM), ("SIP", p.sip, socket.SOCK_STREAM)]
     taken = [f"{name} {port}" for name, port, kind in wanted if not port_free(port, kind)]
@@ -163,6 +180,12 @@ def dial_instructions(sip: LiveKitSip, setup: SetupResult) -> str:
     return text
 
 
+def metrics_lines(dispatcher_url: str, livekit: LiveKitServer, sip: LiveKitSip | None) -> str:
+    """Where Prometheus scrapes each service (deploy/prometheus/, README "Operating it")."""
+    urls = [dispatcher_url + "/metrics", livekit.metrics_url, sip.metrics_url if sip else None]
+    return "  ".join(u for u in urls if u)
+
+
 def in_networks(address: str, networks: Iterable[str]) -> bool:
     """Whether `address` lies in one of `networks` (CIDR ranges or single addresses)."""
     try:
@@ -181,12 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         sip=args.sip_port if args.sip else None,
         rtp=args.rtp_ports if args.sip else None,
         redis=args.redis_port if args.sip else None,
+        metrics=(args.livekit_metrics_port, *((args.sip_metrics_port,) if args.sip else ())),
     )
     taken = ports_taken(ports)
     if taken:
         print(
             f"dev: error: ports in use: {', '.join(taken)} (another dev stack? choose others "
-            "with --port, --livekit-port, --sip-port, --rtp-ports, --redis-port)",
+            "with --port, --livekit-port, --sip-port, --rtp-ports, --redis-port, "
+            "--livekit-metrics-port, --sip-metrics-port)",
             flush=True,
         )
         return 1
@@ -204,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             redis_address=redis.address if redis else None,
             log_path=logs / "livekit-server.log",
             port=args.livekit_port,
+            prometheus_port=args.livekit_metrics_port,
         )
         services.append(livekit)
         sip_lines = "SIP             off (--no-sip)\n"
+        sip: LiveKitSip | None = None
         if redis is not None:
             sip = start_livekit_sip(
                 livekit,
@@ -214,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 sip_port=args.sip_port,
                 rtp_range=args.rtp_ports,
                 listen_ip=None,  # every interface: the phone is on the LAN
+                prometheus_port=args.sip_metrics_port,
                 log_path=logs / "livekit-sip.log",
             )
             services.append(sip)
@@ -268,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             f"agent           {args.agent_stack} stack, "
             f"{'not started' if args.agent_stack == 'none' else 'registered'}\n"
             f"{sip_lines}"
+            f"metrics         {metrics_lines(dispatcher_url, livekit, sip)}\n"
             f"logs            {logs}/\n"
             f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {args.env_file} "
             f"--number {TEST_NUMBER}\n"

@@ -107,3 +107,25 @@ if [ ! -x "$sip_target" ]; then
   fi
   echo "built livekit-sip $LIVEKIT_SIP_VERSION $how in $((SECONDS - started)) s" >&2
 fi
+
+# ---- Prometheus and promtool: the alert rules' checks and the real-Prometheus test ------------
+# Debian's prometheus package carries both; installing it would start a system service, so its two
+# binaries are taken out of the .deb (`dpkg-deb -x`) and cached by the version pinned in
+# provisioning/server_config.py (the one Debian bookworm ships).
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-$(pin PROMETHEUS_VERSION)}
+if [ ! -x "$cache/bin/promtool-$PROMETHEUS_VERSION" ] || [ ! -x "$cache/bin/prometheus-$PROMETHEUS_VERSION" ]; then
+  prom_tmp=$(mktemp -d)
+  (cd "$prom_tmp" && { apt-get download prometheus || { apt-get update -qq && apt-get download prometheus; }; }) >&2
+  deb=$(ls "$prom_tmp"/prometheus_*.deb)
+  case "$deb" in
+    */prometheus_"$PROMETHEUS_VERSION"+*) ;;
+    *) echo "error: Debian offers $(basename "$deb"), not prometheus $PROMETHEUS_VERSION" >&2; exit 1 ;;
+  esac
+  dpkg-deb -x "$deb" "$prom_tmp/x"
+  for b in prometheus promtool; do
+    cp "$prom_tmp/x/usr/bin/$b" "$cache/bin/$b-$PROMETHEUS_VERSION.tmp"
+    mv "$cache/bin/$b-$PROMETHEUS_VERSION.tmp" "$cache/bin/$b-$PROMETHEUS_VERSION"
+  done
+  rm -rf "$prom_tmp"
+  echo "took prometheus and promtool $PROMETHEUS_VERSION from Debian's package" >&2
+fi

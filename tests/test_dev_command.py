@@ -40,3 +40,17 @@ def test_a_port_held_by_another_process_is_named() -> None:
         port = held.getsockname()[1]
         ports = Ports(dispatcher=port, livekit=free_port(), sip=None, rtp=None, redis=None)
         assert f"dispatcher {port}" in ports_taken(ports)
+
+
+def test_a_metrics_port_held_by_another_process_is_named() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        ports = Ports(free_port(), free_port(), None, None, None, metrics=(free_port(), port))
+        assert f"metrics {port}" in ports_taken(ports)
+
+
+def test_defaults_serve_livekits_metrics_on_6789_and_6790() -> None:
+    args = parse_args([])
+    assert (args.livekit_metrics_port, args.sip_metrics_port) == (6789, 6790)

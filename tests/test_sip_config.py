@@ -24,6 +24,7 @@ def test_sip_config_renders_the_keys_livekit_sip_reads() -> None:
         health_port=8099,
         listen_ip="127.0.0.1",
         nat_1_to_1_ip="127.0.0.1",
+        prometheus_port=6799,
     )
     doc = orjson.loads(render_sip_config(cfg))
     assert doc == {
@@ -37,6 +38,7 @@ def test_sip_config_renders_the_keys_livekit_sip_reads() -> None:
         "health_port": 8099,
         "listen_ip": "127.0.0.1",
         "nat_1_to_1_ip": "127.0.0.1",
+        "prometheus_port": 6799,
     }
 
 
@@ -47,6 +49,7 @@ def test_sip_config_defaults_listen_everywhere_on_5060() -> None:
     assert "listen_ip" not in doc
     assert "nat_1_to_1_ip" not in doc
     assert "health_port" not in doc
+    assert "prometheus_port" not in doc
 
 
 @pytest.mark.parametrize(("start", "end"), [(10000, 10000), (10100, 10000), (0, 10), (6e4, 7e4)])
@@ -78,3 +81,14 @@ def test_example_server_config_has_redis_and_the_dispatcher_webhook() -> None:
     assert sip["ws_url"] == f"ws://127.0.0.1:{server['port']}"
     assert sip["api_key"] in server["keys"]
     assert server["keys"][sip["api_key"]] == sip["api_secret"]
+
+
+def test_example_configs_serve_prometheus_metrics_on_6789_and_6790() -> None:
+    """What deploy/prometheus/ and the README tell an operator to scrape: livekit-server's
+    `prometheus.port` (its `prometheus_port` is deprecated) and livekit-sip's `prometheus_port`."""
+    files = {p.name: t for p, t in example_files().items()}
+    server = orjson.loads(files["livekit.yaml"].split("\n", 1)[1])
+    sip = orjson.loads(files["sip.yaml"].split("\n", 1)[1])
+    assert server["prometheus"] == {"port": 6789}
+    assert "prometheus_port" not in server
+    assert sip["prometheus_port"] == 6790

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ def dev() -> Iterator[DevCommand]:
     rtp_start, rtp_end = free_udp_range(20)
     sip_port = free_port(socket.SOCK_DGRAM)
     ports = {"dispatcher": free_port(), "livekit-server": free_livekit_port(), "redis": free_port()}
+    ports |= {"livekit-server metrics": free_port(), "livekit-sip metrics": free_port()}
     argv = [
         sys.executable, "-m", "scripts.dev",
         "--port", str(ports["dispatcher"]),
@@ -64,6 +66,8 @@ def dev() -> Iterator[DevCommand]:
         "--sip-port", str(sip_port),
         "--rtp-ports", f"{rtp_start}-{rtp_end}",
         "--redis-port", str(ports["redis"]),
+        "--livekit-metrics-port", str(ports["livekit-server metrics"]),
+        "--sip-metrics-port", str(ports["livekit-sip metrics"]),
         "--log-dir", str(LOG_DIR),
         "--env-file", str(LOG_DIR / "dev.env"),
     ]  # fmt: skip
@@ -137,6 +141,26 @@ def test_dev_command_answers_a_sip_call_with_the_callers_persona(dev: DevCommand
     ]
     assert [(e["status"], e["persona_id"]) for e in applied] == [("file", "prs_3001")]
     assert " ".join(spoken(LOG_DIR / "fake-llm.jsonl", room)[:2]) == PRIYA.welcome
+
+
+def test_dev_command_serves_each_services_prometheus_metrics(dev: DevCommand) -> None:
+    """The dispatcher's, livekit-server's and livekit-sip's metrics, where it says, each in
+    Prometheus' text format with its own service's metrics (what deploy/prometheus/ scrapes)."""
+    expected = {
+        f"http://127.0.0.1:{dev.ports['dispatcher']}/metrics": "persona_dispatcher_rooms_held",
+        f"http://127.0.0.1:{dev.ports['livekit-server metrics']}/metrics": "livekit_room_total",
+        f"http://127.0.0.1:{dev.ports['livekit-sip metrics']}/metrics": (
+            "livekit_sip_invite_requests_raw"
+        ),
+    }
+    [line] = [x for x in dev.output.splitlines() if x.startswith("metrics ")]
+    assert line.split()[1:] == list(expected)
+    for url, name in expected.items():
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            # Sample names as Prometheus stores them (prometheus-client's parser would add
+            # `_total` to Go's counters).
+            lines = resp.read().decode().splitlines()
+        assert any(x.startswith(name) for x in lines), (url, lines[:20])
 
 
 def answers(port: int) -> bool:

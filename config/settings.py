@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from phonenumbers import country_code_for_region
+
 from config.env import (
     EnvReader,
     SettingsError,
@@ -25,8 +27,16 @@ from config.env import (
     text,
     url,
 )
+from contract.phone_numbers import ForeignNumbers, NumberPlan, is_region, region_of_country_code
 
-__all__ = ["LiveKitSettings", "LogSettings", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "LiveKitSettings",
+    "LogSettings",
+    "NumberSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 DEFAULT_PERSONA_API_BASE = "https://devcrm.xeny.ai/apis/api/public/mobile"
 DEFAULT_AGENT_NAME = "friday"
@@ -93,8 +103,19 @@ def _lookup(r: EnvReader, name: str, raw: str) -> tuple[LookupKind, ...] | None:
 
 def _country_code(r: EnvReader, name: str, raw: str) -> str | None:
     value = raw.lstrip("+")
-    if not value.isdigit() or len(value) > 3:
+    if not value.isascii() or not value.isdigit() or len(value) > 3:
         r.problem(f"{name}={value!r} must be 1-3 digits")
+        return None
+    if region_of_country_code(int(value)) is None:
+        r.problem(f"{name}={value!r} is no country's calling code")
+        return None
+    return value
+
+
+def _region(r: EnvReader, name: str, raw: str) -> str | None:
+    value = raw.upper()
+    if not is_region(value):
+        r.problem(f"{name}={raw!r} is not a region with a numbering plan (ISO 3166, e.g. IN)")
         return None
     return value
 
@@ -114,11 +135,46 @@ def _existing_file(r: EnvReader, name: str, raw: str) -> Path | None:
 
 
 @dataclass(frozen=True)
+class NumberSettings:
+    """The deployment's numbering plan: how callers' numbers are read and looked up."""
+
+    country_code: str = setting("COUNTRY_CODE", "91", _country_code)
+    # A region rather than a calling code, where one code serves several (1: US, CA, ...).
+    # None: the main region of COUNTRY_CODE.
+    default_region: str | None = setting("DEFAULT_REGION", None, _region)
+    # A number of another country: `e164`, looked up under +<code><number> (which no home
+    # customer's national key can equal); `off`, not looked up at all (the default persona).
+    foreign_numbers: ForeignNumbers = setting("FOREIGN_NUMBERS", "e164", choice("e164", "off"))
+
+    @property
+    def region(self) -> str:
+        """The home region numbers are parsed in (`IN` for the default COUNTRY_CODE)."""
+        return self.default_region or region_of_country_code(int(self.country_code)) or "ZZ"
+
+    @property
+    def plan(self) -> NumberPlan:
+        return NumberPlan(self.region, self.foreign_numbers)
+
+    @classmethod
+    def read(cls, r: EnvReader) -> NumberSettings:
+        numbers = cls(**read_fields(cls, r))
+        if r.raw("COUNTRY_CODE") and numbers.default_region:
+            home = str(country_code_for_region(numbers.default_region))
+            if home != numbers.country_code:
+                r.problem(
+                    f"DEFAULT_REGION={numbers.default_region} dials +{home}, "
+                    f"not COUNTRY_CODE={numbers.country_code}: set one of them"
+                )
+        return numbers
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the dispatcher service needs, validated."""
 
     livekit: LiveKitSettings
     logs: LogSettings = field(default_factory=LogSettings)
+    numbers: NumberSettings = field(default_factory=NumberSettings)
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
@@ -145,8 +201,6 @@ class Settings:
     # Each command to that Redis; past it (or on an error) this process's cache serves.
     persona_cache_timeout_s: float = setting("PERSONA_CACHE_TIMEOUT_S", 0.2, seconds)
     default_caller: str | None = setting("DEFAULT_CALLER", None, _phone_number)
-    country_code: str = setting("COUNTRY_CODE", "91", _country_code)
-    national_number_length: int = setting("NATIONAL_NUMBER_LENGTH", 10, integer(minimum=6))
     user_mapping_dir: Path = setting("USER_MAPPING_DIR", Path("user-mapping"), path)
     default_persona_file: Path | None = setting("DEFAULT_PERSONA_FILE", None, _existing_file)
     metadata_budget_bytes: int = setting("METADATA_BUDGET_BYTES", 60_000, integer(minimum=2048))
@@ -174,6 +228,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True)
     r = EnvReader(environment)
     # A separate reader keeps the LiveKit problems out of those that stop start-up.
     lk = LiveKitSettings.read(r if livekit else EnvReader(environment))
-    settings = Settings(**read_fields(Settings, r, livekit=lk, logs=LogSettings.read(r)))
+    settings = Settings(
+        **read_fields(
+            Settings, r, livekit=lk, logs=LogSettings.read(r), numbers=NumberSettings.read(r)
+        )
+    )
     r.done()
     return settings

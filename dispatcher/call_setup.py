@@ -27,10 +27,10 @@ from contract.metadata import (
     dispatch_metadata,
     encode_room_metadata,
 )
+from contract.phone_numbers import NumberPlan
 from dispatcher.caller import (
     CallParty,
     DetectedNumber,
-    NumberFormat,
     call_id_of,
     detect_numbers,
     party_of,
@@ -106,7 +106,7 @@ class SetupPolicy:
     metadata_budget: int
     api_timeout_s: float
     lookups: tuple[Lookup, ...]
-    number_format: NumberFormat
+    number_plan: NumberPlan
     default_caller: str | None
     # A dispatch still without a job this long after its creation will never get one (LiveKit
     # does not retry a job request): the reconciler may replace it.
@@ -240,7 +240,7 @@ class CallSetup:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
         p = self._policy
         numbers = detect_numbers(
-            join.party, join.room, join.room_metadata, p.lookups, p.number_format, p.default_caller
+            join.party, join.room, join.room_metadata, p.lookups, p.number_plan, p.default_caller
         )
         if not numbers:
             log.warning("call.no_caller", identity_kind=join.party.identity.split("_")[0])

@@ -19,7 +19,8 @@ from contract.metadata import (
     Status,
     utc_now_iso,
 )
-from dispatcher.caller import DetectedNumber, is_digits
+from contract.phone_numbers import is_lookup_key
+from dispatcher.caller import DetectedNumber
 from dispatcher.persona_api import (
     PersonaApiClient,
     PersonaNotFound,
@@ -71,7 +72,7 @@ class PersonaFiles:
         self.directory = directory
 
     def path_for(self, number: str) -> Path:
-        if not is_digits(number):
+        if not is_lookup_key(number):
             raise ValueError(f"not a number: {number!r}")
         return self.directory / f"num_{number}.json"
 

@@ -12,7 +12,6 @@ from redis import asyncio as aioredis
 
 from config.settings import Settings
 from dispatcher.call_setup import CallSetup, SetupPolicy
-from dispatcher.caller import NumberFormat
 from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitRooms
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
@@ -35,10 +34,6 @@ class Clients:
     metrics: Metrics
     store: PersonaStore
     redis: aioredis.Redis | None  # the replicas' shared Redis (PERSONA_CACHE_URL), if any
-
-
-def number_format(settings: Settings) -> NumberFormat:
-    return NumberFormat(settings.country_code, settings.national_number_length)
 
 
 def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metrics) -> PersonaStore:
@@ -132,7 +127,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             metadata_budget=settings.metadata_budget_bytes,
             api_timeout_s=settings.livekit.api_timeout_s,
             lookups=settings.persona_lookup,
-            number_format=number_format(settings),
+            number_plan=settings.numbers.plan,
             default_caller=settings.default_caller,
             agent_join_timeout_s=settings.agent_join_timeout_s,
         ),

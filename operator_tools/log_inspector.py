@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from contract.metadata import STATUSES
+from contract.phone_numbers import dialable
 from telemetry.logs import redact_text
 
 # `manual-dispatch`: persona-dispatch-call runs the dispatcher's set-up and logs it alike.
@@ -126,7 +127,8 @@ def caller_matches(caller: str | None, suffix: str) -> bool:
     """Whether a masked caller (`******1159`) can be the number ending in `suffix`."""
     if not caller:
         return False
-    visible = caller.lstrip("*")
+    # A foreign caller is logged in E.164 (`+********4567`), a home one in national digits.
+    visible = caller.lstrip("+*")
     if len(suffix) <= len(visible):
         return visible.endswith(suffix)
     # A typed number may carry a country code (1-3 digits) that the logged one does not.
@@ -379,8 +381,10 @@ class Inspector:
         logs masked it), or the digits a number ends with (up to the whole number)."""
         named = {selector, redact_text(selector)}
         found = [c for c in self.calls if c.call_id in named or c.room in named]
-        if not found and selector.isdigit():
-            found = [c for c in self.calls if c.from_number(selector)]
+        # A number as typed (`+65 9123 4567`, `tel:+91...`), compared by its digits.
+        digits = (dialable(selector) or "").lstrip("+")
+        if not found and digits:
+            found = [c for c in self.calls if c.from_number(digits)]
         return sorted(found, key=lambda c: c.first_t)
 
 

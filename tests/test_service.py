@@ -62,6 +62,18 @@ async def test_sip_join_writes_persona_then_dispatches_once(
     assert persona_state.last_path == "/mobile/8655701159"
 
 
+async def test_a_foreign_caller_is_looked_up_by_e164_never_by_a_home_number(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    """`+65 9123 4567` was looked up as `6591234567`: a home customer's number and persona."""
+    fake_lk.add_room("call_sg")
+    status, body = await post(client, participant_joined("call_sg", number="+65 9123 4567"))
+    assert status == 200
+    assert body["status"] == "dispatched"
+    assert persona_state.last_path == "/mobile/+6591234567"
+    assert persona_in(fake_lk, "call_sg").caller == "+6591234567"
+
+
 async def test_forged_signature_is_401_and_touches_nothing(
     client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
 ) -> None:

@@ -315,6 +315,21 @@ async def test_readiness_checks_livekit_at_most_every_few_seconds(
     assert fake_lk.calls == ["ListRooms"]
 
 
+@pytest.mark.parametrize(("livekit_status", "ready"), [(None, 200), (500, 503)])
+async def test_many_concurrent_probes_share_one_check_and_none_is_500(
+    client: Client, fake_lk: FakeLiveKit, livekit_status: int | None, ready: int
+) -> None:
+    """A balancer and an orchestrator probing at once, while LiveKit answers slowly: every probe
+    gets the one shared check's answer (it was [200, 500, 500, ...]: the first waiter cleared the
+    check the others still awaited)."""
+    fake_lk.delay_s["ListRooms"] = 0.2
+    if livekit_status is not None:
+        fake_lk.fail["ListRooms"] = livekit_status
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(16)))
+    assert [r.status for r in answers] == [ready] * 16
+    assert fake_lk.calls == ["ListRooms"]
+
+
 async def test_draining_refuses_new_webhooks_while_a_running_set_up_finishes(
     client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
 ) -> None:

@@ -104,6 +104,19 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.reconcile_room_failures = Counter(
+            f"{PREFIX}_reconcile_room_failures_total",
+            "Rooms whose check or repair failed within a pass, by kind (livekit: an API call "
+            "failed; unexpected: a bug or an unforeseen room, logged with its traceback). A room "
+            "that keeps failing is backed off, and the pass goes on with the others.",
+            ["kind"],
+            registry=r,
+        )
+        self.reconcile_restarts = Counter(
+            f"{PREFIX}_reconcile_restarts_total",
+            "Times the reconciler's task ended other than by shutdown and was restarted.",
+            registry=r,
+        )
         self.reconcile_api_calls = Counter(
             f"{PREFIX}_reconcile_livekit_calls_total",
             "LiveKit API calls the reconciler made, by call.",

@@ -34,7 +34,11 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
             )
         )
         reconciler = build_reconciler(settings, clients)
-        task = asyncio.create_task(reconciler.run(), name="reconciler") if reconciler else None
+        task = (
+            asyncio.create_task(reconciler.keep_running(), name="reconciler")
+            if reconciler
+            else None
+        )
         if task is not None:
             # A replica shutting down takes on no more repairs, and gives up the reconciler's
             # lease to the others; repairs it started are set-ups in flight, which finish.

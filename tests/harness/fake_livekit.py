@@ -21,6 +21,11 @@ class FakeLiveKit:
     fail: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
     delay_s: dict[str, float] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    # For the reconciler's listing: each room's participants, and its creation (epoch seconds,
+    # 0: long ago) and sid (default `RM_<name>`).
+    participants: dict[str, list[api.ParticipantInfo]] = field(default_factory=dict)
+    created: dict[str, int] = field(default_factory=dict)
+    sids: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_room(self, name: str, metadata: str = "") -> None:
@@ -28,6 +33,15 @@ class FakeLiveKit:
 
     def agent_dispatches(self, room: str, agent_name: str) -> list[api.AgentDispatch]:
         return [d for d in self.dispatches.get(room, []) if d.agent_name == agent_name]
+
+    def room(self, name: str) -> api.Room:
+        return api.Room(
+            name=name,
+            metadata=self.rooms[name],
+            sid=self.sids.get(name, f"RM_{name}"),
+            creation_time=self.created.get(name, 0),
+            num_participants=len(self.participants.get(name, [])),
+        )
 
 
 FAKE = web.AppKey("fake_livekit", FakeLiveKit)
@@ -58,9 +72,11 @@ async def twirp(request: web.Request) -> web.Response:
         return _proto(api.Room(name=req.room, metadata=req.metadata))
     if method == "ListRooms":
         rreq = api.ListRoomsRequest.FromString(body)
-        names = [n for n in rreq.names if n in fake.rooms]
-        rooms = [api.Room(name=n, metadata=fake.rooms[n]) for n in names]
-        return _proto(api.ListRoomsResponse(rooms=rooms))
+        names = [n for n in rreq.names if n in fake.rooms] if rreq.names else list(fake.rooms)
+        return _proto(api.ListRoomsResponse(rooms=[fake.room(n) for n in names]))
+    if method == "ListParticipants":
+        preq = api.ListParticipantsRequest.FromString(body)
+        return _proto(api.ListParticipantsResponse(participants=fake.participants.get(preq.room)))
     if method == "ListDispatch":
         lreq = api.ListAgentDispatchRequest.FromString(body)
         return _proto(

@@ -59,20 +59,40 @@ class CallJoin:
     # How the call was found: its webhook, or the reconciler (its webhook was lost).
     origin: Origin = "webhook"
     at_room_start: bool = False
+    # The room instance (webhooks and ListRooms carry it): a name is used again by later calls.
+    room_sid: str = ""
 
     @property
     def call_id(self) -> str | None:
         return call_id_of(self.party)
 
+    @property
+    def room_key(self) -> str:
+        """What set-up state is kept by: the room's sid, or its name where no sid is known."""
+        return self.room_sid or self.room
+
     @classmethod
     def of_webhook(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `participant_joined` event describes."""
-        return cls(event.id, event.room.name, event.room.metadata, party_of(event.participant))
+        return cls(
+            event.id,
+            event.room.name,
+            event.room.metadata,
+            party_of(event.participant),
+            room_sid=event.room.sid,
+        )
 
     @classmethod
     def of_room_started(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `room_started` event announces, before its caller has joined."""
-        return cls(event.id, event.room.name, event.room.metadata, CallParty(), at_room_start=True)
+        return cls(
+            event.id,
+            event.room.name,
+            event.room.metadata,
+            CallParty(),
+            at_room_start=True,
+            room_sid=event.room.sid,
+        )
 
 
 @dataclass(frozen=True)
@@ -129,15 +149,19 @@ def agent_dispatches(listed: list[api.AgentDispatch], agent_name: str) -> list[a
     return [d for d in listed if d.agent_name == agent_name and not d.state.deleted_at]
 
 
-DispatchState = Literal["live", "waiting", "stale"]
+DispatchState = Literal["live", "waiting", "stale", "ended"]
+_JOB_LIVE = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)
 
 
 def dispatch_state(d: api.AgentDispatch, agent_join_timeout_s: float) -> DispatchState:
-    """`live`: a job is pending or running (an agent is coming or there); `waiting`: no job yet,
-    but LiveKit may still be assigning one; `stale`: no job this long after its creation, and
-    LiveKit does not retry a job request, so none will come."""
-    if any(j.state.status in (JobStatus.JS_PENDING, JobStatus.JS_RUNNING) for j in d.state.jobs):
+    """`live`: a job is pending or running (an agent is coming or there); `ended`: every job it
+    had has ended (its agent left: it brings none again); `waiting`: no job yet, but LiveKit may
+    still be assigning one; `stale`: no job this long after its creation, and LiveKit does not
+    retry a job request, so none will come."""
+    if any(j.state.status in _JOB_LIVE for j in d.state.jobs):
         return "live"
+    if d.state.jobs:
+        return "ended"
     age_s = time.time() - d.state.created_at / 1e9
     return "waiting" if age_s < agent_join_timeout_s else "stale"
 
@@ -349,7 +373,9 @@ class _Room:
         """
         agent_name = self._policy.agent_name
         started = time.perf_counter()
-        ours = await (self._listing or self._our_dispatches())
+        listed = await (self._listing or self._our_dispatches())
+        # A dispatch whose jobs have all ended brings no agent again: as good as absent.
+        ours = [d for d in listed if not self._ended(d)]
         replaced: list[str] = []
         if replace_jobless:
             for d in [d for d in ours if self._jobless(d)]:
@@ -383,6 +409,9 @@ class _Room:
         if winner.id != created.id:
             return Dispatch(winner.id, False, "lost_race", tuple(replaced))
         return Dispatch(created.id, True, "created", tuple(replaced))
+
+    def _ended(self, d: api.AgentDispatch) -> bool:
+        return dispatch_state(d, self._policy.agent_join_timeout_s) == "ended"
 
     def _jobless(self, d: api.AgentDispatch) -> bool:
         return dispatch_state(d, self._policy.agent_join_timeout_s) == "stale"

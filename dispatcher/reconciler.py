@@ -277,6 +277,7 @@ class Reconciler:
                 room.metadata,
                 party,
                 origin="reconciler",
+                room_sid=room.sid,
             )
             result = await self._guard.handle_join(join)
             if result.ran_for != join.event_id or not result.dispatched:

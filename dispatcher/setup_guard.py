@@ -2,8 +2,9 @@
 arrive, in whatever order, and however often LiveKit redelivers them.
 
 Deduplicates by event id (a redelivered webhook gets the first answer again) and by room (one
-set-up in flight per room, which every concurrent delivery shares). Forgets a room when the call
-ends, and bounds what it remembers.
+set-up in flight per room, which every concurrent delivery shares). A room is known by its sid:
+its name may be used again by a later call, on a replica that never saw the first call end.
+Forgets a room when the call ends, and bounds what it remembers.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class SetupGuard:
             await asyncio.wait(pending, timeout=within_s)
 
     def release(self, room: str) -> bool:
-        """Forget `room` (its call ended); False when nothing was held or a set-up still runs."""
+        """Forget `room` (its sid, or name without one: its call ended); False when nothing was
+        held or a set-up still runs."""
         task = self._rooms.get(room)
         if task is None or not task.done():
             return False  # a set-up still running owns the entry; it ends on its own
@@ -57,11 +59,12 @@ class SetupGuard:
                 "agent.dispatch_skipped", reason="duplicate_event", dispatch_id=seen.dispatch_id
             )
             return seen.again("duplicate_event")
-        task = self._rooms.get(join.room)
+        key = join.room_key
+        task = self._rooms.get(key)
         later = "in_flight"
         if task is None:
             task = asyncio.create_task(self._run(join), name=f"setup-{join.room}")
-            self._rooms[join.room] = task
+            self._rooms[key] = task
             self._bound(self._rooms)
             first = True
         else:
@@ -73,8 +76,8 @@ class SetupGuard:
             # a concurrent delivery of the same call is waiting for.
             result = await asyncio.shield(task)
         except BaseException:
-            if task.done() and self._rooms.get(join.room) is task:
-                del self._rooms[join.room]  # failed: a redelivery must try again
+            if task.done() and self._rooms.get(key) is task:
+                del self._rooms[key]  # failed: a redelivery must try again
             raise
         if not first and result.dispatched:
             log.info("agent.dispatch_skipped", reason=later, dispatch_id=result.dispatch_id)

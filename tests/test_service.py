@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from livekit import api
+from livekit.protocol.agent import JobStatus
 
 from config.settings import Settings
 from contract.metadata import decode_persona_metadata
@@ -354,6 +355,56 @@ async def test_draining_refuses_new_webhooks_while_a_running_set_up_finishes(
     assert fake_lk.agent_dispatches("call_2", "friday") == []
     assert fake_lk.rooms["call_2"] == ""  # call_2 was not set up at all
     assert logs.named("webhook.rejected")[0]["reason"] == "draining"
+
+
+# --- rooms by sid ----------------------------------------------------------------------------
+
+
+async def test_a_room_name_used_again_is_set_up_afresh_on_a_replica_that_missed_the_end(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    """Two replicas behind a balancer: A sets up a call in `call_1`, B receives its end; a
+    later call in a new room of the same name reaches A, which sets it up (it answered
+    `room_already_set_up` with the previous call's dispatch)."""
+    a = await aiohttp_client(create_app(make_settings()))
+    b = await aiohttp_client(create_app(make_settings()))
+    fake_lk.add_room("call_1")
+    status, first = await post(a, participant_joined("call_1", room_sid="RM_first"))
+    assert (status, first["status"]) == (200, "dispatched")
+    status, ended = await post(b, room_event("call_1", room_sid="RM_first"))
+    assert (status, ended["status"]) == (200, "released")
+    # The same name again: a new room, without the old one's metadata or dispatches.
+    fake_lk.rooms["call_1"] = ""
+    fake_lk.dispatches.pop("call_1")
+    status, second = await post(
+        a, participant_joined("call_1", number="9000000002", room_sid="RM_second")
+    )
+    assert (status, second["status"]) == (200, "dispatched")
+    assert second["dispatch_id"] != first["dispatch_id"]
+    assert persona_in(fake_lk, "call_1").caller == "9000000002"
+    assert [d.id for d in fake_lk.agent_dispatches("call_1", "friday")] == [second["dispatch_id"]]
+
+
+async def test_a_dispatch_whose_jobs_all_ended_counts_as_absent(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    """Our agent's dispatch is in the room, but its only job has ended (the agent left): a
+    new set-up dispatches again instead of keeping it as `already_dispatched`."""
+    fake_lk.add_room("call_1")
+    fake_lk.dispatches["call_1"] = [
+        api.AgentDispatch(
+            id="AD_old",
+            agent_name="friday",
+            room="call_1",
+            state=api.AgentDispatchState(
+                created_at=1,
+                jobs=[api.Job(id="AJ_old", state=api.JobState(status=JobStatus.JS_SUCCESS))],
+            ),
+        )
+    ]
+    status, body = await post(client, participant_joined("call_1", room_sid="RM_again"))
+    assert (status, body["status"]) == (200, "dispatched")
+    assert body["dispatch_id"] != "AD_old"
 
 
 # --- exactly one dispatch --------------------------------------------------------------------

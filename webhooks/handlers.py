@@ -92,7 +92,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         )
 
     if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
-        released = guard.release(event.room.name)
+        released = guard.release(event.room.sid or event.room.name)
         log.info("room.released", reason=event.event, held=released)
         request[ANSWER] = "released"
         return web.json_response({"status": "released", "held": released})

@@ -179,6 +179,9 @@ class Settings:
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))
+    # On SIGTERM: how long the process keeps listening, answering /readyz and new webhooks 503,
+    # before it closes its port; at least one health-check period of the balancer in front.
+    drain_grace_s: float = setting("DRAIN_GRACE_S", 5.0, seconds_or_off)
     # None (PERSONA_API_BASE=off): files and default only.
     persona_api_base: str | None = setting(
         "PERSONA_API_BASE", DEFAULT_PERSONA_API_BASE, _persona_api_base

@@ -53,8 +53,9 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _start_draining(app: web.Application) -> None:
-    """First step of shutdown (aiohttp's on_shutdown, before handlers are awaited and clients
-    closed): new webhooks get 503 and LiveKit redelivers them; running set-ups finish."""
+    """Draining, in case the app is shut down other than by `webhooks.server.serve` (which
+    starts it on the signal, while still listening): new webhooks get 503 and LiveKit
+    redelivers them; running set-ups finish."""
     if READINESS in app:
         app[READINESS].start_draining()
 

@@ -5,9 +5,10 @@ a name no room has: cheap, and refused for a wrong key) and the process is not d
 come every few seconds from every orchestrator that asks, so one check's answer stands for
 `CHECK_TTL_S` and concurrent probes share the check in flight.
 
-Draining starts when the app shuts down (SIGTERM): new webhooks are answered 503, which LiveKit
-redelivers (to another replica, or to this one restarted), and /readyz turns 503 so traffic moves
-away, while set-ups already running finish before their clients close (`SetupGuard.drain`).
+Draining starts on SIGTERM, while the process still listens (`webhooks.server`): new webhooks are
+answered 503, which LiveKit redelivers (to another replica, or to this one restarted), and /readyz
+turns 503 so traffic moves away, while set-ups already running finish before their clients close
+(`SetupGuard.drain`).
 """
 
 from __future__ import annotations

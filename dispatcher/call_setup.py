@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -153,16 +153,16 @@ DispatchState = Literal["live", "waiting", "stale", "ended"]
 _JOB_LIVE = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)
 
 
-def dispatch_state(d: api.AgentDispatch, agent_join_timeout_s: float) -> DispatchState:
+def dispatch_state(d: api.AgentDispatch, agent_join_timeout_s: float, now: float) -> DispatchState:
     """`live`: a job is pending or running (an agent is coming or there); `ended`: every job it
     had has ended (its agent left: it brings none again); `waiting`: no job yet, but LiveKit may
     still be assigning one; `stale`: no job this long after its creation, and LiveKit does not
-    retry a job request, so none will come."""
+    retry a job request, so none will come. `now`: LiveKit's time (its `created_at` is)."""
     if any(j.state.status in _JOB_LIVE for j in d.state.jobs):
         return "live"
     if d.state.jobs:
         return "ended"
-    age_s = time.time() - d.state.created_at / 1e9
+    age_s = now - d.state.created_at / 1e9
     return "waiting" if age_s < agent_join_timeout_s else "stale"
 
 
@@ -258,7 +258,8 @@ class CallSetup:
         return await self._room(room).ensure_one_dispatch(meta, replace_jobless=True)
 
     def _room(self, name: str) -> _Room:
-        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics)
+        clock = self._rooms.clock.now if self._rooms.clock is not None else time.time
+        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics, clock)
 
     def find_caller(self, join: CallJoin) -> list[DetectedNumber]:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
@@ -298,9 +299,15 @@ class _Room:
     """Steps 3 and 4 on one room, through one room-scoped client."""
 
     def __init__(
-        self, lk: api.LiveKitAPI, name: str, policy: SetupPolicy, metrics: Metrics
+        self,
+        lk: api.LiveKitAPI,
+        name: str,
+        policy: SetupPolicy,
+        metrics: Metrics,
+        clock: Callable[[], float],
     ) -> None:
         self._lk = lk
+        self._clock = clock  # LiveKit's time
         self._name = name
         self._policy = policy
         self._metrics = metrics
@@ -411,10 +418,10 @@ class _Room:
         return Dispatch(created.id, True, "created", tuple(replaced))
 
     def _ended(self, d: api.AgentDispatch) -> bool:
-        return dispatch_state(d, self._policy.agent_join_timeout_s) == "ended"
+        return dispatch_state(d, self._policy.agent_join_timeout_s, self._clock()) == "ended"
 
     def _jobless(self, d: api.AgentDispatch) -> bool:
-        return dispatch_state(d, self._policy.agent_join_timeout_s) == "stale"
+        return dispatch_state(d, self._policy.agent_join_timeout_s, self._clock()) == "stale"
 
     async def _delete(self, dispatch_id: str) -> None:
         with contextlib.suppress(LiveKitNotFound):  # another replica deleted it first

@@ -22,6 +22,7 @@ import aiohttp
 from livekit import api
 
 from contract.errors import PersonaDispatcherError
+from dispatcher.livekit_clock import LiveKitClock
 
 T = TypeVar("T")
 TOKEN_TTL = datetime.timedelta(minutes=5)
@@ -91,11 +92,18 @@ async def check_access(server: api.LiveKitAPI, timeout_s: float) -> None:
 class LiveKitRooms:
     """Owns the HTTP session; `for_room` clients borrow it and need no closing."""
 
-    def __init__(self, url: str, api_key: str, api_secret: str) -> None:
+    def __init__(
+        self, url: str, api_key: str, api_secret: str, clock: LiveKitClock | None = None
+    ) -> None:
+        """`clock`, when given, learns LiveKit's time from every answer."""
         self._url = url
         self._key = api_key
         self._secret = api_secret
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        self.clock = clock
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200),
+            trace_configs=[clock.trace_config()] if clock is not None else None,
+        )
         self.server = api.LiveKitAPI(url, api_key, api_secret, session=self._session)
 
     def for_room(self, room: str) -> api.LiveKitAPI:

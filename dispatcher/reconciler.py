@@ -110,7 +110,7 @@ class Reconciler:
         self._guard = guard
         self._policy = policy
         self._metrics = metrics
-        self._clock = clock
+        self._clock = clock  # LiveKit's time: its creation and join times are on it
         self._seen: dict[str, _Seen] = {}
         self._failing: dict[str, _Failing] = {}  # by room sid
         self._reported: set[str] = set()  # dispatch ids already logged as agent_missing
@@ -243,7 +243,9 @@ class Reconciler:
             return room.num_participants > 0 or age < self._policy.grace_s + COUNT_LAG_S
         if room.num_participants == 0:
             return False  # the caller has left
-        return resolved_at is None or now - resolved_at >= self._policy.agent_join_timeout_s
+        # `resolved_at` is a dispatcher's own time (the persona's), not LiveKit's.
+        waited_s = time.time() - resolved_at if resolved_at is not None else None
+        return waited_s is None or waited_s >= self._policy.agent_join_timeout_s
 
     async def _check(self, room: api.Room, report: PassReport) -> bool:
         """Look at one candidate and repair it if it needs it; True when repaired."""
@@ -300,7 +302,7 @@ class Reconciler:
         )
         ours = agent_dispatches(dispatches, self._policy.agent_name)
         now = self._clock()
-        states = {d.id: dispatch_state(d, self._policy.agent_join_timeout_s) for d in ours}
+        states = {d.id: dispatch_state(d, self._policy.agent_join_timeout_s, now) for d in ours}
         live = [d for d in ours if states[d.id] == "live"]
         if live:
             # A job is pending or running: a second dispatch could bring a second agent.

@@ -3,6 +3,7 @@ the manual dispatch command alike."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from config.settings import Settings
 from dispatcher.call_setup import CallSetup, SetupPolicy
 from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitRooms
+from dispatcher.livekit_clock import LiveKitClock
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver, load_default_persona
@@ -116,8 +118,9 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     store = build_store(settings, redis, metrics)
     persona_api = persona_api_client(settings)
     resolver = build_resolver(settings, persona_api, store, metrics)
+    clock = LiveKitClock(metrics)
     rooms = LiveKitRooms(
-        settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
+        settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret, clock
     )
     call_setup = CallSetup(
         rooms,
@@ -175,5 +178,6 @@ def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
             api_timeout_s=settings.livekit.api_timeout_s,
         ),
         clients.metrics,
+        clock=clients.rooms.clock.now if clients.rooms.clock else time.time,
         lease=lease,
     )

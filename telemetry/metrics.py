@@ -129,6 +129,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.livekit_clock_offset = Gauge(
+            f"{PREFIX}_livekit_clock_offset_seconds",
+            "LiveKit's clock minus this host's, estimated from the Date of its API answers "
+            "(one-second resolution). Ages are measured on LiveKit's clock; beyond 60 s either "
+            "way every webhook fails verification.",
+            registry=r,
+        )
         self.rooms_held = Gauge(
             f"{PREFIX}_rooms_held",
             "Rooms this process keeps set-up state for (until the call ends).",

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 from aiohttp import web
 from google.protobuf.message import Message
@@ -26,6 +28,9 @@ class FakeLiveKit:
     participants: dict[str, list[api.ParticipantInfo]] = field(default_factory=dict)
     created: dict[str, int] = field(default_factory=dict)
     sids: dict[str, str] = field(default_factory=dict)
+    # A server whose clock is not ours (epoch seconds): its answers' `Date` and its dispatches'
+    # `created_at` follow it. None: our clock, and `created_at` a counter (1, 2, ...: long ago).
+    server_clock: Callable[[], float] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_room(self, name: str, metadata: str = "") -> None:
@@ -90,7 +95,9 @@ async def twirp(request: web.Request) -> web.Response:
             agent_name=creq.agent_name,
             room=creq.room,
             metadata=creq.metadata,
-            state=api.AgentDispatchState(created_at=n),
+            state=api.AgentDispatchState(
+                created_at=int(fake.server_clock() * 1e9) if fake.server_clock else n
+            ),
         )
         fake.dispatches.setdefault(creq.room, []).append(d)
         return _proto(d)
@@ -106,8 +113,19 @@ async def twirp(request: web.Request) -> web.Response:
     return _error(404, "bad_route", method)
 
 
+@web.middleware
+async def server_date(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    resp = await handler(request)
+    clock = request.app[FAKE].server_clock
+    if clock is not None:
+        resp.headers["Date"] = formatdate(clock(), usegmt=True)
+    return resp
+
+
 def make_app(fake: FakeLiveKit) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[server_date])
     app[FAKE] = fake
     app.router.add_post("/twirp/livekit.{service}/{method}", twirp)
     return app

@@ -127,7 +127,7 @@ def caller_matches(caller: str | None, suffix: str) -> bool:
     """Whether a masked caller (`******1159`) can be the number ending in `suffix`."""
     if not caller:
         return False
-    # A foreign caller is logged in E.164 (`+********4567`), a home one in national digits.
+    # A foreign caller is logged in E.164 (`+******4567`), a home one in national digits.
     visible = caller.lstrip("+*")
     if len(suffix) <= len(visible):
         return visible.endswith(suffix)

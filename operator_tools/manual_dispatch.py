@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             service=SERVICE,
             stream=log_file,
             unmasked=settings.logs.unmasked,
+            phone_region=settings.numbers.region,
         )
     else:
         configure_logging(
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             service=SERVICE,
             stream=sys.stderr,
             unmasked=settings.logs.unmasked,
+            phone_region=settings.numbers.region,
         )
     try:
         outcome = asyncio.run(run(settings, number, room, args.dry_run))

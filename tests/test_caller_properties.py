@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from contract.phone_numbers import NumberPlan
 from dispatcher.caller import CallParty, detect_numbers, normalise_number
+from telemetry.logs import redact_text
 
 pytestmark = pytest.mark.unit
 
@@ -148,3 +149,33 @@ def test_every_valid_number_gets_a_key_however_it_is_spaced(
     key = normalise_number(text, plan)
     assert key is not None
     assert normalise_number(key, plan) == key
+
+
+@given(
+    st.sampled_from(EXAMPLES),
+    st.sampled_from(
+        [
+            phonenumbers.PhoneNumberFormat.E164,
+            phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+            phonenumbers.PhoneNumberFormat.RFC3966,
+        ]
+    ),
+    st.sampled_from(["", "call_", "sip:", "caller ", "num_", "<"]),
+    st.sampled_from(["", "_ab12", "@host", ".json", " called", ">"]),
+    st.sampled_from(REGIONS),
+)
+def test_the_logs_mask_every_number_the_lookup_would_accept(
+    number: phonenumbers.PhoneNumber,
+    fmt: phonenumbers.PhoneNumberFormat,
+    before: str,
+    after: str,
+    region: str,
+) -> None:
+    """Whatever the plan, a valid number written in international form, inside a room name, a
+    URI or a path, leaves at most its last four digits in the log."""
+    text = before + phonenumbers.format_number(number, fmt) + after
+    masked = redact_text(text, region)
+    assert masked.startswith(before)
+    assert masked.endswith(after)
+    written = masked[len(before) : len(masked) - len(after)]
+    assert sum(c.isdigit() for c in written) <= 4, masked

@@ -24,6 +24,7 @@ def main() -> None:
         settings.logs.format,
         service="dispatcher",
         unmasked=settings.logs.unmasked,
+        phone_region=settings.numbers.region,
     )
     get_logger(__name__).info(
         "service.starting",

@@ -166,7 +166,7 @@ def test_every_valid_number_gets_a_key_however_it_is_spaced(
 )
 def test_the_logs_mask_every_number_the_lookup_would_accept(
     number: phonenumbers.PhoneNumber,
-    fmt: phonenumbers.PhoneNumberFormat,
+    fmt: int,
     before: str,
     after: str,
     region: str,

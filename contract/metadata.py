@@ -149,7 +149,12 @@ def encode_room_metadata(existing: str, meta: PersonaMetadata, budget: int) -> s
     """
     room = _existing_object(existing)
     room[METADATA_KEY] = meta.to_dict()
-    encoded = _dumps(room)
+    try:
+        encoded = _dumps(room)
+    except orjson.JSONEncodeError:
+        # Nested deeper than orjson writes (~250 levels; it reads ~1,000): kept as text.
+        room = {"_previous": existing, METADATA_KEY: meta.to_dict()}
+        encoded = _dumps(room)
     if len(encoded) <= budget:
         return encoded.decode()
     room[METADATA_KEY]["config"] = {}

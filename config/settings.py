@@ -35,6 +35,7 @@ __all__ = [
     "NumberSettings",
     "Settings",
     "SettingsError",
+    "load_number_settings",
     "load_settings",
 ]
 
@@ -219,6 +220,14 @@ class Settings:
     manual_dispatch_log: Path = setting(
         "MANUAL_DISPATCH_LOG", Path("var/log/manual-dispatch.log"), path
     )
+
+
+def load_number_settings(env: Mapping[str, str] | None = None) -> NumberSettings:
+    """The numbering plan alone, for what reads no other setting (the log inspector)."""
+    r = EnvReader(read_environment() if env is None else env)
+    numbers = NumberSettings.read(r)
+    r.done()
+    return numbers
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True) -> Settings:

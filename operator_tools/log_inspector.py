@@ -289,8 +289,17 @@ class CallFilter:
 class Inspector:
     """Folds log lines into calls, one line at a time; holds no file or stream."""
 
-    def __init__(self, *, since: float | None = None, keep_lines: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        since: float | None = None,
+        keep_lines: bool = False,
+        phone_region: str | None = None,
+    ) -> None:
+        """`phone_region`: the services' numbering plan, by which they masked numbers (None:
+        every run of digits, as the transcript and older logs)."""
         self.since = since
+        self.phone_region = phone_region
         self.keep_lines = keep_lines
         self.calls: list[Call] = []
         self.skipped = 0
@@ -379,7 +388,7 @@ class Inspector:
     def find(self, selector: str) -> list[Call]:
         """The calls a `show` selector names: a call_id, a room (as LiveKit named it, or as the
         logs masked it), or the digits a number ends with (up to the whole number)."""
-        named = {selector, redact_text(selector)}
+        named = {selector, redact_text(selector, self.phone_region), redact_text(selector)}
         found = [c for c in self.calls if c.call_id in named or c.room in named]
         # A number as typed (`+65 9123 4567`, `tel:+91...`), compared by its digits.
         digits = (dialable(selector) or "").lstrip("+")

@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from agent.transcript import TranscriptLog
+from devstack.logs import read_log_events
 from operator_tools.log_inspector import Inspector
 from telemetry.logs import configure_forwarded_logging, configure_logging, get_logger, redact_text
 
@@ -245,3 +246,19 @@ def test_inspector_does_not_find_another_number() -> None:
     inspector = Inspector().feed_all(masked_call_lines())
     assert inspector.find("8655702222") == []
     assert inspector.find("call_8655702222_ab12") == []
+
+
+def test_a_room_whose_suffix_is_all_digits_is_found_as_the_services_masked_it(
+    tmp_path: Path,
+) -> None:
+    """The plan masks the number and leaves `02025224` (no phone number) alone, where the
+    every-run rule masked both: the inspector and the tests' log reader match either form."""
+    room = "call_8655701159_02025224"
+    logged = redact_text(room, "IN")
+    assert logged == "call_******1159_02025224" != redact_text(room)
+    line = {"event": "persona.resolved", "service": "dispatcher", "room": logged}
+    log = tmp_path / "dispatcher.log"
+    log.write_bytes(orjson.dumps({**line, "ts": "2026-11-25T19:40:00Z"}) + b"\n")
+    assert [r["room"] for r in read_log_events(log, room=room)] == [logged]
+    inspector = Inspector(phone_region="IN").feed_all([log.read_bytes()])
+    assert [c.room for c in inspector.find(room)] == [logged]

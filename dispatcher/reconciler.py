@@ -166,6 +166,8 @@ class Reconciler:
         live = {r.sid for r in listed.rooms}
         self._seen = {sid: s for sid, s in self._seen.items() if sid in live}
         self._failing = {sid: f for sid, f in self._failing.items() if sid in live}
+        # Rooms whose end this replica never heard of (it went to another replica).
+        self._guard.keep_only(live | {r.name for r in listed.rooms})
         due = time.monotonic()
         candidates = [
             r for r in listed.rooms if self._is_candidate(r, now) and not self._backing_off(r, due)

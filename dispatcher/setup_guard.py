@@ -51,6 +51,14 @@ class SetupGuard:
         del self._rooms[room]
         return True
 
+    def keep_only(self, live: set[str]) -> int:
+        """Forget the finished set-ups of rooms not in `live` (sids and names of the rooms that
+        exist): a replica that never received their end events. How many were forgotten."""
+        gone = [k for k, t in self._rooms.items() if k not in live and t.done()]
+        for key in gone:
+            del self._rooms[key]
+        return len(gone)
+
     async def handle_join(self, join: CallJoin) -> SetupResult:
         """Set up the call once, whatever the number of deliveries; raises `LiveKitError`."""
         seen = self._events.get(join.event_id)

@@ -15,6 +15,7 @@ from livekit import api
 
 from config.settings import Settings
 from dispatcher.call_setup import CallJoin, SetupResult
+from dispatcher.caller import CallParty
 from dispatcher.reconciler import ReconcilePolicy, Reconciler
 from dispatcher.service import Clients, open_clients
 from dispatcher.setup_guard import SetupGuard
@@ -175,3 +176,30 @@ async def test_a_task_that_ends_anyway_is_logged_and_restarted(
     assert restarts == 2
     assert "PoisonRoom" in logs.named("reconcile.crashed")[0]["exception"]
     assert len(logs.named("reconcile.stopped")) == 1
+
+
+async def test_a_pass_forgets_rooms_that_ended_behind_another_replica(
+    make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    """The end of a call set up here went to another replica: the next pass, which lists the
+    rooms, forgets it (persona_dispatcher_rooms_held only grew)."""
+    fake_lk.add_room("call_1")
+    fake_lk.sids["call_1"] = "RM_1"
+    async with open_clients(make_settings()) as clients:
+        done = await clients.setup.handle_join(
+            CallJoin(
+                "EV_1",
+                "call_1",
+                "",
+                CallParty(attributes={"sip.phoneNumber": "8655701159"}),
+                room_sid="RM_1",
+            )
+        )
+        assert done.dispatched
+        await reconciler_of(clients, clients.setup).reconcile()
+        held_while_live = clients.setup.rooms_held()
+        del fake_lk.rooms["call_1"]  # the call ended; room_finished went elsewhere
+        await reconciler_of(clients, clients.setup).reconcile()
+        held_after = clients.setup.rooms_held()
+        rooms_held = sample(clients, "persona_dispatcher_rooms_held")
+    assert (held_while_live, held_after, rooms_held) == (1, 0, 0)

@@ -27,7 +27,13 @@ from config.env import (
     text,
     url,
 )
-from contract.phone_numbers import ForeignNumbers, NumberPlan, is_region, region_of_country_code
+from contract.phone_numbers import (
+    ForeignNumbers,
+    NumberPlan,
+    is_region,
+    lookup_key,
+    region_of_country_code,
+)
 
 __all__ = [
     "LiveKitSettings",
@@ -245,5 +251,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True)
             Settings, r, livekit=lk, logs=LogSettings.read(r), numbers=NumberSettings.read(r)
         )
     )
+    caller = settings.default_caller
+    if caller is not None and lookup_key(caller, settings.numbers.plan) is None:
+        r.problem(f"DEFAULT_CALLER={caller!r} is no number of the plan ({settings.numbers.region})")
     r.done()
     return settings

@@ -95,6 +95,13 @@ def test_the_numbering_plan_from_country_code_or_region(
     assert load_settings(BASE | env).numbers.plan == plan
 
 
+def test_a_default_caller_that_the_plan_would_never_look_up_stops_start_up() -> None:
+    """It was taken, then silently never used (no number of the plan)."""
+    with pytest.raises(SettingsError, match="DEFAULT_CALLER='123456' is no number of the plan"):
+        load_settings(BASE | {"DEFAULT_CALLER": "123456"})
+    assert load_settings(BASE | {"DEFAULT_CALLER": "+6591234567"}).default_caller
+
+
 def test_a_plan_that_cannot_be_read_stops_start_up() -> None:
     env = {"COUNTRY_CODE": "999", "DEFAULT_REGION": "XX", "FOREIGN_NUMBERS": "national"}
     with pytest.raises(SettingsError) as e:

@@ -31,6 +31,7 @@ class SetupGuard:
         self._remember = remember
         self._rooms: OrderedDict[str, asyncio.Task[SetupResult]] = OrderedDict()
         self._events: OrderedDict[str, SetupResult] = OrderedDict()
+        self._absent: set[str] = set()  # rooms missing from the last listing (`keep_only`)
 
     def rooms_held(self) -> int:
         """How many rooms this process keeps state for (until participant_left/room_finished)."""
@@ -52,11 +53,14 @@ class SetupGuard:
         return True
 
     def keep_only(self, live: set[str]) -> int:
-        """Forget the finished set-ups of rooms not in `live` (sids and names of the rooms that
-        exist): a replica that never received their end events. How many were forgotten."""
-        gone = [k for k, t in self._rooms.items() if k not in live and t.done()]
+        """Forget the finished set-ups of rooms missing from two listings in a row of the rooms
+        that exist (`live`: their sids and names), whose end events went to another replica; a
+        room created after one listing is in the next. How many were forgotten."""
+        absent = {k for k, t in self._rooms.items() if k not in live and t.done()}
+        gone = absent & self._absent
         for key in gone:
             del self._rooms[key]
+        self._absent = absent - gone
         return len(gone)
 
     async def handle_join(self, join: CallJoin) -> SetupResult:

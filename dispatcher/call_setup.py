@@ -258,8 +258,7 @@ class CallSetup:
         return await self._room(room).ensure_one_dispatch(meta, replace_jobless=True)
 
     def _room(self, name: str) -> _Room:
-        clock = self._rooms.clock.now if self._rooms.clock is not None else time.time
-        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics, clock)
+        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics, self._rooms.now)
 
     def find_caller(self, join: CallJoin) -> list[DetectedNumber]:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
@@ -442,7 +441,7 @@ class _Room:
     async def _settle(self, ours: api.AgentDispatch) -> api.AgentDispatch:
         """Another replica may have created a dispatch between our check and our create: all
         replicas keep the earliest one and delete their own otherwise, which ends its job."""
-        mine = await self._our_dispatches() or [ours]
+        mine = [d for d in await self._our_dispatches() if not self._ended(d)] or [ours]
         winner = min(mine, key=lambda d: (d.state.created_at, d.id))
         if winner.id != ours.id:
             await self._delete(ours.id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -105,6 +106,10 @@ class LiveKitRooms:
             trace_configs=[clock.trace_config()] if clock is not None else None,
         )
         self.server = api.LiveKitAPI(url, api_key, api_secret, session=self._session)
+
+    def now(self) -> float:
+        """LiveKit's time (epoch seconds) as its answers tell, or ours without a clock."""
+        return self.clock.now() if self.clock is not None else time.time()
 
     def for_room(self, room: str) -> api.LiveKitAPI:
         """A client whose single token lets it read rooms and administer `room` only."""

@@ -3,7 +3,6 @@ the manual dispatch command alike."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -178,6 +177,6 @@ def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
             api_timeout_s=settings.livekit.api_timeout_s,
         ),
         clients.metrics,
-        clock=clients.rooms.clock.now if clients.rooms.clock else time.time,
+        clock=clients.rooms.now,
         lease=lease,
     )

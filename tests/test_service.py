@@ -397,7 +397,7 @@ async def test_a_dispatch_whose_jobs_all_ended_counts_as_absent(
             agent_name="friday",
             room="call_1",
             state=api.AgentDispatchState(
-                created_at=1,
+                created_at=0,  # the earliest: a race settled on it would delete the new one
                 jobs=[api.Job(id="AJ_old", state=api.JobState(status=JobStatus.JS_SUCCESS))],
             ),
         )
@@ -405,6 +405,8 @@ async def test_a_dispatch_whose_jobs_all_ended_counts_as_absent(
     status, body = await post(client, participant_joined("call_1", room_sid="RM_again"))
     assert (status, body["status"]) == (200, "dispatched")
     assert body["dispatch_id"] != "AD_old"
+    assert fake_lk.deleted == []
+    assert body["dispatch_id"] in [d.id for d in fake_lk.agent_dispatches("call_1", "friday")]
 
 
 # --- exactly one dispatch --------------------------------------------------------------------

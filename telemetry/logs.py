@@ -27,14 +27,9 @@ _NUMBER = re.compile(r"(?<![A-Za-z0-9.])(\+?)(\d{6,15})(?![A-Za-z0-9]|\.\d)")
 # hyphens or dots between them, `+` in front), masked only if libphonenumber finds it a valid
 # number, as the persona lookup does. Event ids, byte counts and epoch milliseconds are not.
 _CANDIDATE = re.compile(r"(?<![A-Za-z0-9.+])\+?\d(?:[ .\-]?\d){5,18}(?![A-Za-z0-9]|\.\d)")
-_RUN = re.compile(r"\+?\d{6,}")
+_GROUP = re.compile(r"\+?\d+")
 # Never personal data, and parsed by readers as written.
 _NOT_REDACTED = frozenset({"ts"})
-
-
-def _masked(m: re.Match[str]) -> str:
-    digits = m.group(2)
-    return m.group(1) + "*" * (len(digits) - 4) + digits[-4:]
 
 
 def _mask_digits(text: str) -> str:
@@ -55,14 +50,24 @@ def _is_phone_number(text: str, region: str) -> bool:
 
 
 def _mask_phone_numbers(m: re.Match[str], region: str) -> str:
+    """The stretch with the phone numbers in it masked: the whole, or, where it took in its
+    neighbours (`attempt 2 8655701159`, `+91 86557 01159 2 times`), the longest runs of its
+    digit groups that are numbers, from the left."""
     found = m.group(0)
-    if _is_phone_number(found, region):
-        return _mask_digits(found)
-    # A stretch that took in its neighbours (`attempt 2 8655701159`): each run on its own.
-    return _RUN.sub(
-        lambda r: _mask_digits(r.group(0)) if _is_phone_number(r.group(0), region) else r.group(0),
-        found,
-    )
+    groups = [(g.start(), g.end()) for g in _GROUP.finditer(found)]
+    out: list[str] = []
+    kept_to = i = 0
+    while i < len(groups):
+        for j in range(len(groups), i, -1):
+            start, end = groups[i][0], groups[j - 1][1]
+            if _is_phone_number(found[start:end], region):
+                out += [found[kept_to:start], _mask_digits(found[start:end])]
+                kept_to, i = end, j
+                break
+        else:
+            i += 1
+    out.append(found[kept_to:])
+    return "".join(out)
 
 
 def redact_text(text: str, region: str | None = None) -> str:
@@ -70,7 +75,7 @@ def redact_text(text: str, region: str | None = None) -> str:
     what parses as a valid number in `region`'s plan (`+` numbers in any), or without a region
     every run of 6-15 digits."""
     if region is None:
-        return _NUMBER.sub(_masked, text)
+        return _NUMBER.sub(lambda m: _mask_digits(m.group(0)), text)
     return _CANDIDATE.sub(lambda m: _mask_phone_numbers(m, region), text)
 
 
@@ -102,10 +107,7 @@ class NumberRedaction:
     def __call__(
         self, _: Any, __: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        redacted = {
-            _redact_key(k, self.region): v if k in _NOT_REDACTED else redact(v, self.region)
-            for k, v in event_dict.items()
-        }
+        redacted = redact(dict(event_dict), self.region)
         event_dict.clear()
         event_dict.update(redacted)
         return event_dict

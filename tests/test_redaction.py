@@ -71,6 +71,8 @@ def test_ids_times_and_short_numbers_are_left_alone(text: str) -> None:
         ("+65 9123 4567", "+** **** 4567"),
         ("caller +6591234567", "caller +******4567"),
         ("attempt 2 8655701159", "attempt 2 ******1159"),
+        ("caller +91 86557 01159 2 times", "caller +** ***** *1159 2 times"),
+        ("2026-11-25 8655701159", "2026-11-25 ******1159"),
         ("+687 75.12.34", "+*** **.12.34"),  # dots between groups (New Caledonia)
         ("from 8655701159 to 8000000001", "from ******1159 to ******0001"),
     ],

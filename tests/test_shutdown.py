@@ -48,6 +48,12 @@ async def status_of(session: aiohttp.ClientSession, method: str, url: str, **kw:
         return type(e).__name__
 
 
+async def unless_ready(session: aiohttp.ClientSession, url: str) -> Any:
+    """`/readyz`'s answer once it is no longer 200 (None while it is)."""
+    answer = await status_of(session, "GET", url)
+    return None if isinstance(answer, tuple) and answer[0] == 200 else answer
+
+
 def webhook(room: str) -> dict[str, Any]:
     body = participant_joined(room)
     headers = {"Content-Type": "application/webhook+json", "Authorization": sign(body)}
@@ -93,7 +99,7 @@ async def test_sigterm_drains_while_listening_then_closes(
         signalled = time.monotonic()
         process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         draining = await eventually(
-            lambda: status_of(session, "GET", f"{base}/readyz"), 5, "/readyz to answer 503", 0.02
+            lambda: unless_ready(session, f"{base}/readyz"), 5, "/readyz to change", 0.02
         )
         assert draining == (503, {"ready": False, "reason": "draining", "persona_cache": "local"})
         late = await status_of(session, "POST", base + PATH, **webhook("call_late"))

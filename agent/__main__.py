@@ -93,7 +93,11 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
         print(f"persona-agent: {e}", file=sys.stderr)
         return 2
     configure_logging(
-        settings.logs.level, settings.logs.format, service="agent", unmasked=settings.logs.unmasked
+        settings.logs.level,
+        settings.logs.format,
+        service="agent",
+        unmasked=settings.logs.unmasked,
+        phone_region=settings.numbers.region,
     )
     # The framework's own job lifecycle records (registration, job received, job ended).
     logging.getLogger("livekit.agents").setLevel(settings.logs.level.upper())

@@ -19,7 +19,13 @@ from config.env import (
     setting,
     text,
 )
-from config.settings import DEFAULT_AGENT_NAME, LiveKitSettings, LogSettings, agent_name
+from config.settings import (
+    DEFAULT_AGENT_NAME,
+    LiveKitSettings,
+    LogSettings,
+    NumberSettings,
+    agent_name,
+)
 
 StackName = Literal["openai-realtime", "pipeline", "fake"]
 STACKS: tuple[StackName, ...] = ("openai-realtime", "pipeline", "fake")
@@ -60,6 +66,8 @@ class AgentSettings:
 
     livekit: LiveKitSettings
     logs: LogSettings = field(default_factory=LogSettings)
+    # The dispatcher's numbering plan: the logs mask phone numbers by the same rule.
+    numbers: NumberSettings = field(default_factory=NumberSettings)
     keys: ProviderKeys = field(default_factory=ProviderKeys)
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
     stack: StackName = setting("AGENT_STACK", "openai-realtime", choice(*STACKS))
@@ -97,6 +105,7 @@ def load_agent_settings(env: Mapping[str, str] | None = None) -> AgentSettings:
             r,
             livekit=LiveKitSettings.read(r),
             logs=LogSettings.read(r),
+            numbers=NumberSettings.read(r),
             keys=ProviderKeys(**read_fields(ProviderKeys, r)),
         )
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from phonenumbers import country_code_for_region
+
 from config.env import (
     EnvReader,
     SettingsError,
@@ -26,8 +28,23 @@ from config.env import (
     url,
 )
 from contract.metadata import INSTRUCTIONS_MAX_BYTES, SECTION_MAX_BYTES
+from contract.phone_numbers import (
+    ForeignNumbers,
+    NumberPlan,
+    is_region,
+    lookup_key,
+    region_of_country_code,
+)
 
-__all__ = ["LiveKitSettings", "LogSettings", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "LiveKitSettings",
+    "LogSettings",
+    "NumberSettings",
+    "Settings",
+    "SettingsError",
+    "load_number_settings",
+    "load_settings",
+]
 
 DEFAULT_PERSONA_API_BASE = "https://devcrm.xeny.ai/apis/api/public/mobile"
 DEFAULT_AGENT_NAME = "friday"
@@ -94,8 +111,19 @@ def _lookup(r: EnvReader, name: str, raw: str) -> tuple[LookupKind, ...] | None:
 
 def _country_code(r: EnvReader, name: str, raw: str) -> str | None:
     value = raw.lstrip("+")
-    if not value.isdigit() or len(value) > 3:
+    if not value.isascii() or not value.isdigit() or len(value) > 3:
         r.problem(f"{name}={value!r} must be 1-3 digits")
+        return None
+    if region_of_country_code(int(value)) is None:
+        r.problem(f"{name}={value!r} is no country's calling code")
+        return None
+    return value
+
+
+def _region(r: EnvReader, name: str, raw: str) -> str | None:
+    value = raw.upper()
+    if not is_region(value):
+        r.problem(f"{name}={raw!r} is not a region with a numbering plan (ISO 3166, e.g. IN)")
         return None
     return value
 
@@ -115,15 +143,53 @@ def _existing_file(r: EnvReader, name: str, raw: str) -> Path | None:
 
 
 @dataclass(frozen=True)
+class NumberSettings:
+    """The deployment's numbering plan: how callers' numbers are read and looked up."""
+
+    country_code: str = setting("COUNTRY_CODE", "91", _country_code)
+    # A region rather than a calling code, where one code serves several (1: US, CA, ...).
+    # None: the main region of COUNTRY_CODE.
+    default_region: str | None = setting("DEFAULT_REGION", None, _region)
+    # A number of another country: `e164`, looked up under +<code><number> (which no home
+    # customer's national key can equal); `off`, not looked up at all (the default persona).
+    foreign_numbers: ForeignNumbers = setting("FOREIGN_NUMBERS", "e164", choice("e164", "off"))
+
+    @property
+    def region(self) -> str:
+        """The home region numbers are parsed in (`IN` for the default COUNTRY_CODE)."""
+        return self.default_region or region_of_country_code(int(self.country_code)) or "ZZ"
+
+    @property
+    def plan(self) -> NumberPlan:
+        return NumberPlan(self.region, self.foreign_numbers)
+
+    @classmethod
+    def read(cls, r: EnvReader) -> NumberSettings:
+        numbers = cls(**read_fields(cls, r))
+        if r.raw("COUNTRY_CODE") and numbers.default_region:
+            home = str(country_code_for_region(numbers.default_region))
+            if home != numbers.country_code:
+                r.problem(
+                    f"DEFAULT_REGION={numbers.default_region} dials +{home}, "
+                    f"not COUNTRY_CODE={numbers.country_code}: set one of them"
+                )
+        return numbers
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the dispatcher service needs, validated."""
 
     livekit: LiveKitSettings
     logs: LogSettings = field(default_factory=LogSettings)
+    numbers: NumberSettings = field(default_factory=NumberSettings)
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))
+    # On SIGTERM: how long the process keeps listening, answering /readyz and new webhooks 503,
+    # before it closes its port; at least one health-check period of the balancer in front.
+    drain_grace_s: float = setting("DRAIN_GRACE_S", 5.0, seconds_or_off)
     # None (PERSONA_API_BASE=off): files and default only.
     persona_api_base: str | None = setting(
         "PERSONA_API_BASE", DEFAULT_PERSONA_API_BASE, _persona_api_base
@@ -171,8 +237,6 @@ class Settings:
         "PERSONA_CACHE_ENTRY_MAX_BYTES", 256 * 1024, integer(minimum=1024)
     )
     default_caller: str | None = setting("DEFAULT_CALLER", None, _phone_number)
-    country_code: str = setting("COUNTRY_CODE", "91", _country_code)
-    national_number_length: int = setting("NATIONAL_NUMBER_LENGTH", 10, integer(minimum=6))
     user_mapping_dir: Path = setting("USER_MAPPING_DIR", Path("user-mapping"), path)
     default_persona_file: Path | None = setting("DEFAULT_PERSONA_FILE", None, _existing_file)
     metadata_budget_bytes: int = setting("METADATA_BUDGET_BYTES", 60_000, integer(minimum=2048))
@@ -190,6 +254,14 @@ class Settings:
     )
 
 
+def load_number_settings(env: Mapping[str, str] | None = None) -> NumberSettings:
+    """The numbering plan alone, for what reads no other setting (the log inspector)."""
+    r = EnvReader(read_environment() if env is None else env)
+    numbers = NumberSettings.read(r)
+    r.done()
+    return numbers
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True) -> Settings:
     """Build and validate `Settings`; raises `SettingsError` naming every problem.
 
@@ -200,6 +272,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, livekit: bool = True)
     r = EnvReader(environment)
     # A separate reader keeps the LiveKit problems out of those that stop start-up.
     lk = LiveKitSettings.read(r if livekit else EnvReader(environment))
-    settings = Settings(**read_fields(Settings, r, livekit=lk, logs=LogSettings.read(r)))
+    settings = Settings(
+        **read_fields(
+            Settings, r, livekit=lk, logs=LogSettings.read(r), numbers=NumberSettings.read(r)
+        )
+    )
+    caller = settings.default_caller
+    if caller is not None and lookup_key(caller, settings.numbers.plan) is None:
+        r.problem(f"DEFAULT_CALLER={caller!r} is no number of the plan ({settings.numbers.region})")
     r.done()
     return settings

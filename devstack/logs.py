@@ -8,7 +8,11 @@ from typing import Any
 
 import orjson
 
+from config.settings import NumberSettings
 from telemetry.logs import redact
+
+# The numbering plan the services run with here (the default one).
+HOME_REGION = NumberSettings().region
 
 
 def read_json_lines(path: Path, offset: int = 0, **match: Any) -> list[dict[str, Any]]:
@@ -35,9 +39,10 @@ def read_json_lines(path: Path, offset: int = 0, **match: Any) -> list[dict[str,
 
 def read_log_events(path: Path, offset: int = 0, **match: Any) -> list[dict[str, Any]]:
     """`read_json_lines` for what the services write (logs, the transcript), which mask phone
-    numbers unless LOG_UNMASKED: a `match` value equals a field as written or as masked, so
-    `room=` takes a room's real name (`call_8655701159_ab12` matches `call_******1159_ab12`)."""
-    wanted = {k: (v, redact(v)) for k, v in match.items()}
+    numbers unless LOG_UNMASKED: a `match` value equals a field as written or as masked (by the
+    plan, as the services' logs; every run of digits, as the transcript), so `room=` takes a
+    room's real name (`call_8655701159_ab12` matches `call_******1159_ab12`)."""
+    wanted = {k: (v, redact(v, HOME_REGION), redact(v)) for k, v in match.items()}
     return [
         r for r in read_json_lines(path, offset) if all(r.get(k) in vs for k, vs in wanted.items())
     ]

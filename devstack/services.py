@@ -47,7 +47,8 @@ def dispatcher_process(port: int, env: dict[str, str], log_path: Path) -> Manage
         "dispatcher",
         python_module("webhooks"),
         log_path,
-        env={"HOST": "127.0.0.1", "PORT": str(port), **env},
+        # HAProxy (config/haproxy.cfg) takes a replica out within 1 s of /readyz turning 503.
+        env={"HOST": "127.0.0.1", "PORT": str(port), "DRAIN_GRACE_S": "1", **env},
         ready=http_ready(f"http://127.0.0.1:{port}/healthz"),
     )
 

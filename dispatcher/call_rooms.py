@@ -21,7 +21,8 @@ from typing import Literal
 import orjson
 
 from contract.metadata import Lookup
-from dispatcher.caller import CallParty, NumberFormat, caller_candidates
+from contract.phone_numbers import NumberPlan
+from dispatcher.caller import CallParty, caller_candidates
 
 CALL_SETUP_KEY = "call_setup"
 CallSetupMode = Literal["on_join", "on_room_started", "off"]
@@ -44,7 +45,7 @@ def call_setup_mode(room_metadata: str) -> CallSetupMode:
 
 
 def sets_up_on_start(
-    room_name: str, room_metadata: str, lookups: tuple[Lookup, ...], fmt: NumberFormat
+    room_name: str, room_metadata: str, lookups: tuple[Lookup, ...], plan: NumberPlan
 ) -> bool:
     """Whether a started room's call is set up now: its rule asks for it, and the room's name
     gives every number the persona is looked up by (the caller's; the dialled number is only
@@ -53,5 +54,5 @@ def sets_up_on_start(
     return (
         call_setup_mode(room_metadata) == "on_room_started"
         and lookups == ("caller",)
-        and bool(caller_candidates(CallParty(), room_name, room_metadata, fmt))
+        and bool(caller_candidates(CallParty(), room_name, room_metadata, plan))
     )

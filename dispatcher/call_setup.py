@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -30,10 +30,10 @@ from contract.metadata import (
     encode_fallback_metadata,
     encode_room_metadata,
 )
+from contract.phone_numbers import NumberPlan
 from dispatcher.caller import (
     CallParty,
     DetectedNumber,
-    NumberFormat,
     call_id_of,
     detect_numbers,
     party_of,
@@ -62,20 +62,40 @@ class CallJoin:
     # How the call was found: its webhook, or the reconciler (its webhook was lost).
     origin: Origin = "webhook"
     at_room_start: bool = False
+    # The room instance (webhooks and ListRooms carry it): a name is used again by later calls.
+    room_sid: str = ""
 
     @property
     def call_id(self) -> str | None:
         return call_id_of(self.party)
 
+    @property
+    def room_key(self) -> str:
+        """What set-up state is kept by: the room's sid, or its name where no sid is known."""
+        return self.room_sid or self.room
+
     @classmethod
     def of_webhook(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `participant_joined` event describes."""
-        return cls(event.id, event.room.name, event.room.metadata, party_of(event.participant))
+        return cls(
+            event.id,
+            event.room.name,
+            event.room.metadata,
+            party_of(event.participant),
+            room_sid=event.room.sid,
+        )
 
     @classmethod
     def of_room_started(cls, event: api.WebhookEvent) -> CallJoin:
         """The call a verified `room_started` event announces, before its caller has joined."""
-        return cls(event.id, event.room.name, event.room.metadata, CallParty(), at_room_start=True)
+        return cls(
+            event.id,
+            event.room.name,
+            event.room.metadata,
+            CallParty(),
+            at_room_start=True,
+            room_sid=event.room.sid,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,7 +129,7 @@ class SetupPolicy:
     metadata_budget: int
     api_timeout_s: float
     lookups: tuple[Lookup, ...]
-    number_format: NumberFormat
+    number_plan: NumberPlan
     default_caller: str | None
     # A dispatch still without a job this long after its creation will never get one (LiveKit
     # does not retry a job request): the reconciler may replace it.
@@ -134,16 +154,20 @@ def agent_dispatches(listed: list[api.AgentDispatch], agent_name: str) -> list[a
     return [d for d in listed if d.agent_name == agent_name and not d.state.deleted_at]
 
 
-DispatchState = Literal["live", "waiting", "stale"]
+DispatchState = Literal["live", "waiting", "stale", "ended"]
+_JOB_LIVE = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)
 
 
-def dispatch_state(d: api.AgentDispatch, agent_join_timeout_s: float) -> DispatchState:
-    """`live`: a job is pending or running (an agent is coming or there); `waiting`: no job yet,
-    but LiveKit may still be assigning one; `stale`: no job this long after its creation, and
-    LiveKit does not retry a job request, so none will come."""
-    if any(j.state.status in (JobStatus.JS_PENDING, JobStatus.JS_RUNNING) for j in d.state.jobs):
+def dispatch_state(d: api.AgentDispatch, agent_join_timeout_s: float, now: float) -> DispatchState:
+    """`live`: a job is pending or running (an agent is coming or there); `ended`: every job it
+    had has ended (its agent left: it brings none again); `waiting`: no job yet, but LiveKit may
+    still be assigning one; `stale`: no job this long after its creation, and LiveKit does not
+    retry a job request, so none will come. `now`: LiveKit's time (its `created_at` is)."""
+    if any(j.state.status in _JOB_LIVE for j in d.state.jobs):
         return "live"
-    age_s = time.time() - d.state.created_at / 1e9
+    if d.state.jobs:
+        return "ended"
+    age_s = now - d.state.created_at / 1e9
     return "waiting" if age_s < agent_join_timeout_s else "stale"
 
 
@@ -239,13 +263,13 @@ class CallSetup:
         return await self._room(room).ensure_one_dispatch(meta, replace_jobless=True)
 
     def _room(self, name: str) -> _Room:
-        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics)
+        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics, self._rooms.now)
 
     def find_caller(self, join: CallJoin) -> list[DetectedNumber]:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
         p = self._policy
         numbers = detect_numbers(
-            join.party, join.room, join.room_metadata, p.lookups, p.number_format, p.default_caller
+            join.party, join.room, join.room_metadata, p.lookups, p.number_plan, p.default_caller
         )
         if not numbers:
             log.warning("call.no_caller", identity_kind=join.party.identity.split("_")[0])
@@ -304,9 +328,15 @@ class _Room:
     """Steps 3 and 4 on one room, through one room-scoped client."""
 
     def __init__(
-        self, lk: api.LiveKitAPI, name: str, policy: SetupPolicy, metrics: Metrics
+        self,
+        lk: api.LiveKitAPI,
+        name: str,
+        policy: SetupPolicy,
+        metrics: Metrics,
+        clock: Callable[[], float],
     ) -> None:
         self._lk = lk
+        self._clock = clock  # LiveKit's time
         self._name = name
         self._policy = policy
         self._metrics = metrics
@@ -387,7 +417,9 @@ class _Room:
         """
         agent_name = self._policy.agent_name
         started = time.perf_counter()
-        ours = await (self._listing or self._our_dispatches())
+        listed = await (self._listing or self._our_dispatches())
+        # A dispatch whose jobs have all ended brings no agent again: as good as absent.
+        ours = [d for d in listed if not self._ended(d)]
         replaced: list[str] = []
         if replace_jobless:
             for d in [d for d in ours if self._jobless(d)]:
@@ -422,8 +454,11 @@ class _Room:
             return Dispatch(winner.id, False, "lost_race", tuple(replaced))
         return Dispatch(created.id, True, "created", tuple(replaced))
 
+    def _ended(self, d: api.AgentDispatch) -> bool:
+        return dispatch_state(d, self._policy.agent_join_timeout_s, self._clock()) == "ended"
+
     def _jobless(self, d: api.AgentDispatch) -> bool:
-        return dispatch_state(d, self._policy.agent_join_timeout_s) == "stale"
+        return dispatch_state(d, self._policy.agent_join_timeout_s, self._clock()) == "stale"
 
     async def _delete(self, dispatch_id: str) -> None:
         with contextlib.suppress(LiveKitNotFound):  # another replica deleted it first
@@ -444,7 +479,7 @@ class _Room:
     async def _settle(self, ours: api.AgentDispatch) -> api.AgentDispatch:
         """Another replica may have created a dispatch between our check and our create: all
         replicas keep the earliest one and delete their own otherwise, which ends its job."""
-        mine = await self._our_dispatches() or [ours]
+        mine = [d for d in await self._our_dispatches() if not self._ended(d)] or [ours]
         winner = min(mine, key=lambda d: (d.state.created_at, d.id))
         if winner.id != ours.id:
             await self._delete(ours.id)

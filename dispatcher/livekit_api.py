@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ import aiohttp
 from livekit import api
 
 from contract.errors import PersonaDispatcherError
+from dispatcher.livekit_clock import LiveKitClock
 
 T = TypeVar("T")
 TOKEN_TTL = datetime.timedelta(minutes=5)
@@ -91,12 +93,23 @@ async def check_access(server: api.LiveKitAPI, timeout_s: float) -> None:
 class LiveKitRooms:
     """Owns the HTTP session; `for_room` clients borrow it and need no closing."""
 
-    def __init__(self, url: str, api_key: str, api_secret: str) -> None:
+    def __init__(
+        self, url: str, api_key: str, api_secret: str, clock: LiveKitClock | None = None
+    ) -> None:
+        """`clock`, when given, learns LiveKit's time from every answer."""
         self._url = url
         self._key = api_key
         self._secret = api_secret
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        self.clock = clock
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200),
+            trace_configs=[clock.trace_config()] if clock is not None else None,
+        )
         self.server = api.LiveKitAPI(url, api_key, api_secret, session=self._session)
+
+    def now(self) -> float:
+        """LiveKit's time (epoch seconds) as its answers tell, or ours without a clock."""
+        return self.clock.now() if self.clock is not None else time.time()
 
     def for_room(self, room: str) -> api.LiveKitAPI:
         """A client whose single token lets it read rooms and administer `room` only."""

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 from contract.errors import PersonaDispatcherError
-from dispatcher.caller import is_digits
+from contract.phone_numbers import is_lookup_key
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -103,9 +103,9 @@ class PersonaApiClient:
         await self._retry.close()
 
     def url_for(self, number: str) -> str:
-        # `number` is digits only by construction (caller.normalise_number); checked again because
-        # this is where it meets a URL.
-        if not is_digits(number):
+        # `number` is a lookup key by construction (digits, a leading `+` for a foreign number:
+        # caller.normalise_number); checked again because this is where it meets a URL.
+        if not is_lookup_key(number):
             raise ValueError(f"refusing to put a non-number into the persona URL: {number!r}")
         return f"{self._cfg.base_url}/{number}"
 

@@ -18,7 +18,8 @@ from contract.metadata import (
     Status,
     utc_now_iso,
 )
-from dispatcher.caller import DetectedNumber, is_digits
+from contract.phone_numbers import is_lookup_key
+from dispatcher.caller import DetectedNumber
 from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_api import (
     PersonaApiClient,
@@ -76,7 +77,7 @@ class PersonaFiles:
         self.limits = limits
 
     def path_for(self, number: str) -> Path:
-        if not is_digits(number):
+        if not is_lookup_key(number):
             raise ValueError(f"not a number: {number!r}")
         return self.directory / f"num_{number}.json"
 

@@ -49,6 +49,9 @@ SIP = api.ParticipantInfo.Kind.SIP
 AGENT = api.ParticipantInfo.Kind.AGENT
 # livekit-server refreshes a room's participant count at most this often (roomUpdateInterval).
 COUNT_LAG_S = 5.0
+# A room whose check keeps failing is looked at again after one interval, then twice as long
+# each time, up to this: a poison room costs little and never holds up the others.
+MAX_ROOM_BACKOFF_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,14 @@ class PassReport:
     repaired: int = 0
     api_calls: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+
+
+@dataclass
+class _Failing:
+    """A room whose check failed `times` in a row; not looked at again before `retry_at`."""
+
+    times: int
+    retry_at: float
 
 
 @dataclass
@@ -99,25 +110,47 @@ class Reconciler:
         self._guard = guard
         self._policy = policy
         self._metrics = metrics
-        self._clock = clock
+        self._clock = clock  # LiveKit's time: its creation and join times are on it
         self._seen: dict[str, _Seen] = {}
+        self._failing: dict[str, _Failing] = {}  # by room sid
         self._reported: set[str] = set()  # dispatch ids already logged as agent_missing
 
     async def run(self) -> None:
-        """A pass now, then one every interval, until cancelled; a failed pass is logged. With
-        a lease (several replicas on one Redis), only its holder passes over the rooms."""
+        """A pass now, then one every interval, until cancelled; a failed pass is logged and
+        counted, and the next one comes all the same. With a lease (several replicas on one
+        Redis), only its holder passes over the rooms."""
         try:
             while True:
-                if self._lease is None or await self._lease.held():
-                    try:
-                        await self.reconcile()
-                    except LiveKitError as e:
-                        self._metrics.reconcile_ticks.labels("failed").inc()
-                        log.warning("reconcile.failed", error=str(e), step=e.step)
+                await self._guarded_pass()
                 await asyncio.sleep(self._policy.interval_s)
         finally:
             if self._lease is not None:
                 await asyncio.shield(self._lease.release())
+
+    async def keep_running(self) -> None:
+        """`run`, restarted (after one interval) whenever it ends other than by cancellation:
+        the background task that no bug can end for good."""
+        while True:
+            try:
+                await self.run()
+                log.error("reconcile.stopped", restart_in_s=self._policy.interval_s)
+            except Exception:
+                log.exception("reconcile.crashed", restart_in_s=self._policy.interval_s)
+            self._metrics.reconcile_restarts.inc()
+            await asyncio.sleep(self._policy.interval_s)
+
+    async def _guarded_pass(self) -> None:
+        """One pass if this replica holds the lease; whatever fails is logged and counted."""
+        try:
+            if self._lease is None or await self._lease.held():
+                await self.reconcile()
+        except LiveKitError as e:
+            self._metrics.reconcile_ticks.labels("failed").inc()
+            log.warning("reconcile.failed", error=str(e), step=e.step)
+        except Exception:
+            # A bug, or a room no code path expected: the traceback says which; the loop goes on.
+            self._metrics.reconcile_ticks.labels("failed").inc()
+            log.exception("reconcile.failed", step="unexpected")
 
     async def reconcile(self) -> PassReport:
         """One pass over every room; raises `LiveKitError` when the rooms cannot be listed."""
@@ -130,9 +163,15 @@ class Reconciler:
         )
         now = self._clock()
         report.rooms = len(listed.rooms)
-        candidates = [r for r in listed.rooms if self._is_candidate(r, now)]
         live = {r.sid for r in listed.rooms}
         self._seen = {sid: s for sid, s in self._seen.items() if sid in live}
+        self._failing = {sid: f for sid, f in self._failing.items() if sid in live}
+        # Rooms whose end this replica never heard of (it went to another replica).
+        self._guard.keep_only(live | {r.name for r in listed.rooms})
+        due = time.monotonic()
+        candidates = [
+            r for r in listed.rooms if self._is_candidate(r, now) and not self._backing_off(r, due)
+        ]
         report.candidates = len(candidates)
         gate = asyncio.Semaphore(self._policy.concurrency)
 
@@ -140,12 +179,18 @@ class Reconciler:
             async with gate:
                 with structlog.contextvars.bound_contextvars(room=room.name):
                     try:
-                        return await self._check(room, report)
+                        repaired = await self._check(room, report)
                     except LiveKitNotFound:
                         return False  # the call ended meanwhile
                     except LiveKitError as e:
-                        log.warning("reconcile.room_failed", error=str(e), step=e.step)
+                        self._room_failed(room, "livekit", e)
                         return False
+                    except Exception as e:
+                        # One room's bug must not end the pass for the others, nor the task.
+                        self._room_failed(room, "unexpected", e)
+                        return False
+                    self._failing.pop(room.sid, None)
+                    return repaired
 
         repaired = await asyncio.gather(*(check(r) for r in candidates))
         report.repaired = sum(repaired)
@@ -161,6 +206,27 @@ class Reconciler:
                 duration_ms=round(report.duration_s * 1000, 1),
             )
         return report
+
+    def _backing_off(self, room: api.Room, now: float) -> bool:
+        failing = self._failing.get(room.sid)
+        return failing is not None and now < failing.retry_at
+
+    def _room_failed(self, room: api.Room, kind: str, error: Exception) -> None:
+        """Count a room's failed check and back off from it; the first failure in a row is
+        logged (an unexpected one with its traceback), later ones only counted."""
+        failing = self._failing.get(room.sid) or _Failing(0, 0.0)
+        failing.times += 1
+        backoff_s = min(self._policy.interval_s * 2 ** (failing.times - 1), MAX_ROOM_BACKOFF_S)
+        failing.retry_at = time.monotonic() + backoff_s
+        self._failing[room.sid] = failing
+        self._metrics.reconcile_room_failures.labels(kind).inc()
+        if failing.times > 1:
+            return
+        fields = {"kind": kind, "retry_in_s": round(backoff_s, 1), "error": str(error)}
+        if kind == "unexpected":
+            log.error("reconcile.room_failed", exc_info=error, **fields)
+        else:
+            log.warning("reconcile.room_failed", step=getattr(error, "step", None), **fields)
 
     def _is_candidate(self, room: api.Room, now: float) -> bool:
         """From `ListRooms` alone: a room worth one look (no per-room call for the others)."""
@@ -179,7 +245,9 @@ class Reconciler:
             return room.num_participants > 0 or age < self._policy.grace_s + COUNT_LAG_S
         if room.num_participants == 0:
             return False  # the caller has left
-        return resolved_at is None or now - resolved_at >= self._policy.agent_join_timeout_s
+        # `resolved_at` is a dispatcher's own time (the persona's), not LiveKit's.
+        waited_s = time.time() - resolved_at if resolved_at is not None else None
+        return waited_s is None or waited_s >= self._policy.agent_join_timeout_s
 
     async def _check(self, room: api.Room, report: PassReport) -> bool:
         """Look at one candidate and repair it if it needs it; True when repaired."""
@@ -213,6 +281,7 @@ class Reconciler:
                 room.metadata,
                 party,
                 origin="reconciler",
+                room_sid=room.sid,
             )
             result = await self._guard.handle_join(join)
             if result.ran_for != join.event_id or not result.dispatched:
@@ -235,7 +304,7 @@ class Reconciler:
         )
         ours = agent_dispatches(dispatches, self._policy.agent_name)
         now = self._clock()
-        states = {d.id: dispatch_state(d, self._policy.agent_join_timeout_s) for d in ours}
+        states = {d.id: dispatch_state(d, self._policy.agent_join_timeout_s, now) for d in ours}
         live = [d for d in ours if states[d.id] == "live"]
         if live:
             # A job is pending or running: a second dispatch could bring a second agent.

@@ -13,9 +13,9 @@ from redis import asyncio as aioredis
 from config.settings import Settings
 from contract.metadata import Persona
 from dispatcher.call_setup import CallSetup, SetupPolicy
-from dispatcher.caller import NumberFormat
 from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitRooms
+from dispatcher.livekit_clock import LiveKitClock
 from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
@@ -38,10 +38,6 @@ class Clients:
     metrics: Metrics
     store: PersonaStore
     redis: aioredis.Redis | None  # the replicas' shared Redis (PERSONA_CACHE_URL), if any
-
-
-def number_format(settings: Settings) -> NumberFormat:
-    return NumberFormat(settings.country_code, settings.national_number_length)
 
 
 def persona_limits(settings: Settings) -> PersonaLimits:
@@ -158,8 +154,9 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     store = build_store(settings, redis, metrics)
     persona_api = persona_api_client(settings)
     resolver = build_resolver(settings, persona_api, store, metrics, default)
+    clock = LiveKitClock(metrics)
     rooms = LiveKitRooms(
-        settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret
+        settings.livekit.url, settings.livekit.api_key, settings.livekit.api_secret, clock
     )
     call_setup = CallSetup(
         rooms,
@@ -169,7 +166,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             metadata_budget=settings.metadata_budget_bytes,
             api_timeout_s=settings.livekit.api_timeout_s,
             lookups=settings.persona_lookup,
-            number_format=number_format(settings),
+            number_plan=settings.numbers.plan,
             default_caller=settings.default_caller,
             agent_join_timeout_s=settings.agent_join_timeout_s,
             default_persona=resolver.default,
@@ -218,5 +215,6 @@ def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
             api_timeout_s=settings.livekit.api_timeout_s,
         ),
         clients.metrics,
+        clock=clients.rooms.now,
         lease=lease,
     )

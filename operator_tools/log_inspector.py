@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from contract.metadata import STATUSES
+from contract.phone_numbers import dialable
 from telemetry.logs import redact_text
 
 # `manual-dispatch`: persona-dispatch-call runs the dispatcher's set-up and logs it alike.
@@ -126,7 +127,8 @@ def caller_matches(caller: str | None, suffix: str) -> bool:
     """Whether a masked caller (`******1159`) can be the number ending in `suffix`."""
     if not caller:
         return False
-    visible = caller.lstrip("*")
+    # A foreign caller is logged in E.164 (`+******4567`), a home one in national digits.
+    visible = caller.lstrip("+*")
     if len(suffix) <= len(visible):
         return visible.endswith(suffix)
     # A typed number may carry a country code (1-3 digits) that the logged one does not.
@@ -287,8 +289,17 @@ class CallFilter:
 class Inspector:
     """Folds log lines into calls, one line at a time; holds no file or stream."""
 
-    def __init__(self, *, since: float | None = None, keep_lines: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        since: float | None = None,
+        keep_lines: bool = False,
+        phone_region: str | None = None,
+    ) -> None:
+        """`phone_region`: the services' numbering plan, by which they masked numbers (None:
+        every run of digits, as the transcript and older logs)."""
         self.since = since
+        self.phone_region = phone_region
         self.keep_lines = keep_lines
         self.calls: list[Call] = []
         self.skipped = 0
@@ -377,10 +388,12 @@ class Inspector:
     def find(self, selector: str) -> list[Call]:
         """The calls a `show` selector names: a call_id, a room (as LiveKit named it, or as the
         logs masked it), or the digits a number ends with (up to the whole number)."""
-        named = {selector, redact_text(selector)}
+        named = {selector, redact_text(selector, self.phone_region), redact_text(selector)}
         found = [c for c in self.calls if c.call_id in named or c.room in named]
-        if not found and selector.isdigit():
-            found = [c for c in self.calls if c.from_number(selector)]
+        # A number as typed (`+65 9123 4567`, `tel:+91...`), compared by its digits.
+        digits = (dialable(selector) or "").lstrip("+")
+        if not found and digits:
+            found = [c for c in self.calls if c.from_number(digits)]
         return sorted(found, key=lambda c: c.first_t)
 
 

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, Protocol, TextIO
 
 import orjson
 
+from config.settings import load_number_settings
 from operator_tools.log_inspector import (
     PERSONA_STATUSES,
     Call,
@@ -232,7 +233,11 @@ class Run:
         self.args = args
         self.out = out
         self.keep = CallFilter(caller=args.caller, status=args.status, errors_only=args.errors)
-        self.inspector = Inspector(since=args.since, keep_lines=args.command == "show")
+        self.inspector = Inspector(
+            since=args.since,
+            keep_lines=args.command == "show",
+            phone_region=load_number_settings().region,
+        )
 
     def report(self) -> int:
         """Print the whole result for what has been read; the exit status."""

@@ -41,7 +41,7 @@ from dispatcher.livekit_api import (
     livekit_call,
 )
 from dispatcher.persona_resolver import Resolution
-from dispatcher.service import number_format, open_clients, open_resolver
+from dispatcher.service import open_clients, open_resolver
 from telemetry.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -155,7 +155,7 @@ async def resolve_only(settings: Settings, number: str, room: str) -> Outcome:
     started = time.perf_counter()
     party = caller_party(number)
     async with open_resolver(settings) as resolver:
-        numbers = detect_numbers(party, room, "", settings.persona_lookup, number_format(settings))
+        numbers = detect_numbers(party, room, "", settings.persona_lookup, settings.numbers.plan)
         resolution = await resolver.resolve(numbers)
         plan = plan_room_metadata(
             "", resolution.metadata(), settings.metadata_budget_bytes, resolver.default
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETTINGS
     args.number = args.number or settings.default_caller or TEST_NUMBER
-    number = normalise_number(args.number, number_format(settings))
+    number = normalise_number(args.number, settings.numbers.plan)
     if number is None:
         print(f"error: {args.number!r} is not a phone number", file=sys.stderr)
         return EXIT_BAD_NUMBER
@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             service=SERVICE,
             stream=log_file,
             unmasked=settings.logs.unmasked,
+            phone_region=settings.numbers.region,
         )
     else:
         configure_logging(
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             service=SERVICE,
             stream=sys.stderr,
             unmasked=settings.logs.unmasked,
+            phone_region=settings.numbers.region,
         )
     try:
         outcome = asyncio.run(run(settings, number, room, args.dry_run))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -11,48 +12,105 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from contract.phone_numbers import parse_number
+
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-# A phone number inside any text: 6-15 digits, `+` allowed in front, that no letter, digit or
-# decimal point touches. So `call_8655701159_ab12` (the rooms LiveKit's individual dispatch rule
-# names), `sip_+918655701159`, `user-mapping/num_8655701159.json` and `tel:8655701159` are
-# masked, while ids such as `SCL_e78353174e03` and the fraction of an ISO time are not.
+# Without a numbering plan (a tool that reads no settings): every run of 6-15 digits, `+`
+# allowed in front, that no letter, digit or decimal point touches. So
+# `call_8655701159_ab12` (the rooms LiveKit's individual dispatch rule names),
+# `sip_+918655701159`, `user-mapping/num_8655701159.json` and `tel:8655701159` are masked,
+# while ids such as `SCL_e78353174e03` and the fraction of an ISO time are not.
 _NUMBER = re.compile(r"(?<![A-Za-z0-9.])(\+?)(\d{6,15})(?![A-Za-z0-9]|\.\d)")
+# With the deployment's plan: a stretch that may be a phone number (digits, single spaces,
+# hyphens or dots between them, `+` in front), masked only if libphonenumber finds it a valid
+# number, as the persona lookup does. Event ids, byte counts and epoch milliseconds are not.
+_CANDIDATE = re.compile(r"(?<![A-Za-z0-9.+])\+?\d(?:[ .\-]?\d){5,18}(?![A-Za-z0-9]|\.\d)")
+_GROUP = re.compile(r"\+?\d+")
 # Never personal data, and parsed by readers as written.
 _NOT_REDACTED = frozenset({"ts"})
 
 
-def _masked(m: re.Match[str]) -> str:
-    digits = m.group(2)
-    return m.group(1) + "*" * (len(digits) - 4) + digits[-4:]
+def _mask_digits(text: str) -> str:
+    """Every digit of `text` but the last four masked, separators kept."""
+    hide = sum(c.isdigit() for c in text) - 4
+    out = []
+    for c in text:
+        if c.isdigit() and hide > 0:
+            hide -= 1
+            c = "*"
+        out.append(c)
+    return "".join(out)
 
 
-def redact_text(text: str) -> str:
-    """`text` with every phone number in it masked to its last four digits (`******1159`)."""
-    return _NUMBER.sub(_masked, text)
+@functools.lru_cache(maxsize=4096)
+def _is_phone_number(text: str, region: str) -> bool:
+    return parse_number(text, region) is not None
 
 
-def redact(value: Any) -> Any:
-    """`value` with the phone numbers in its strings masked, however deep they sit."""
+def _mask_phone_numbers(m: re.Match[str], region: str) -> str:
+    """The stretch with the phone numbers in it masked: the whole, or, where it took in its
+    neighbours (`attempt 2 8655701159`, `+91 86557 01159 2 times`), the longest runs of its
+    digit groups that are numbers, from the left."""
+    found = m.group(0)
+    groups = [(g.start(), g.end()) for g in _GROUP.finditer(found)]
+    out: list[str] = []
+    kept_to = i = 0
+    while i < len(groups):
+        for j in range(len(groups), i, -1):
+            start, end = groups[i][0], groups[j - 1][1]
+            if _is_phone_number(found[start:end], region):
+                out += [found[kept_to:start], _mask_digits(found[start:end])]
+                kept_to, i = end, j
+                break
+        else:
+            i += 1
+    out.append(found[kept_to:])
+    return "".join(out)
+
+
+def redact_text(text: str, region: str | None = None) -> str:
+    """`text` with every phone number in it masked to its last four digits (`******1159`):
+    what parses as a valid number in `region`'s plan (`+` numbers in any), or without a region
+    every run of 6-15 digits."""
+    if region is None:
+        return _NUMBER.sub(lambda m: _mask_digits(m.group(0)), text)
+    return _CANDIDATE.sub(lambda m: _mask_phone_numbers(m, region), text)
+
+
+def redact(value: Any, region: str | None = None) -> Any:
+    """`value` with the phone numbers in its strings and its keys masked, however deep."""
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(value, region)
     if isinstance(value, dict):
-        return {k: v if k in _NOT_REDACTED else redact(v) for k, v in value.items()}
+        return {
+            _redact_key(k, region): v if k in _NOT_REDACTED else redact(v, region)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, region) for v in value]
     return value
 
 
-def redact_numbers(
-    _: Any, __: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """The processor that keeps phone numbers out of every field of every log line: room names,
-    identities, file paths and attribute values carry them, not only `caller`."""
-    for key, value in event_dict.items():
-        if key not in _NOT_REDACTED:
-            event_dict[key] = redact(value)
-    return event_dict
+def _redact_key(key: Any, region: str | None) -> Any:
+    return redact_text(key, region) if isinstance(key, str) else key
+
+
+class NumberRedaction:
+    """The processor that keeps phone numbers out of every field (and key) of every log line:
+    room names, identities, file paths and attribute values carry them, not only `caller`."""
+
+    def __init__(self, region: str | None) -> None:
+        self.region = region
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        redacted = redact(dict(event_dict), self.region)
+        event_dict.clear()
+        event_dict.update(redacted)
+        return event_dict
 
 
 def _orjson_dumps(obj: Any, default: Any) -> str:
@@ -77,6 +135,7 @@ def configure_logging(
     through_stdlib: bool = False,
     cache: bool = True,
     unmasked: bool = False,
+    phone_region: str | None = None,
 ) -> None:
     """Configure structlog to write one JSON object per line, and render stdlib records alike.
 
@@ -84,7 +143,8 @@ def configure_logging(
     since livekit-agents forwards its job processes' stdlib records to the parent. The
     dispatcher writes directly, which costs a fraction of the time per event. `cache=False`
     lets tests reconfigure the output of loggers already in use. Phone numbers are masked in every
-    field, of our events and of stdlib records alike, unless `unmasked` (LOG_UNMASKED).
+    field, of our events and of stdlib records alike, unless `unmasked` (LOG_UNMASKED): those of
+    `phone_region`'s numbering plan (the deployment's), or without one every run of digits.
     """
     stream = stream or sys.stdout
     numeric = _LEVELS.get(level, 20)
@@ -94,7 +154,7 @@ def configure_logging(
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     # Last before rendering: after the exception is formatted, which may quote a number too.
-    redaction = [] if unmasked else [redact_numbers]
+    redaction = [] if unmasked else [NumberRedaction(phone_region)]
 
     if through_stdlib:
         structlog.configure(

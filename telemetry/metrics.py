@@ -105,6 +105,19 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.reconcile_room_failures = Counter(
+            f"{PREFIX}_reconcile_room_failures_total",
+            "Rooms whose check or repair failed within a pass, by kind (livekit: an API call "
+            "failed; unexpected: a bug or an unforeseen room, logged with its traceback). A room "
+            "that keeps failing is backed off, and the pass goes on with the others.",
+            ["kind"],
+            registry=r,
+        )
+        self.reconcile_restarts = Counter(
+            f"{PREFIX}_reconcile_restarts_total",
+            "Times the reconciler's task ended other than by shutdown and was restarted.",
+            registry=r,
+        )
         self.reconcile_api_calls = Counter(
             f"{PREFIX}_reconcile_livekit_calls_total",
             "LiveKit API calls the reconciler made, by call.",
@@ -115,6 +128,13 @@ class Metrics:
             f"{PREFIX}_reconcile_duration_seconds",
             "Wall time of one reconciler pass.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.livekit_clock_offset = Gauge(
+            f"{PREFIX}_livekit_clock_offset_seconds",
+            "LiveKit's clock minus this host's, estimated from the Date of its API answers "
+            "(one-second resolution). Ages are measured on LiveKit's clock; beyond 60 s either "
+            "way every webhook fails verification.",
             registry=r,
         )
         self.rooms_held = Gauge(

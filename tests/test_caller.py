@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from contract.phone_numbers import NumberPlan
 from dispatcher.caller import (
     CallParty,
     DetectedNumber,
-    NumberFormat,
     caller_candidates,
     detect_numbers,
     normalise_number,
 )
 
 pytestmark = pytest.mark.unit
-IN = NumberFormat("91", 10)
+IN = NumberPlan("IN", "e164")
 
 
 @pytest.mark.parametrize(
@@ -31,9 +31,10 @@ IN = NumberFormat("91", 10)
         ("<sip:8655701159@host>", "8655701159"),
         ("tel:+91-86557-01159", "8655701159"),
         ("(865) 570-1159", "8655701159"),
-        ("+15550100", "15550100"),
-        ("+442071838750", "442071838750"),
-        ("123456", "123456"),
+        ('"Priya" <sip:+918655701159@host>', "8655701159"),
+        ("Priya <sip:+918655701159@host>;tag=a8f2", "8655701159"),
+        ("<tel:+91-86557-01159;phone-context=example.com>", "8655701159"),
+        ("sips:08655701159@host", "8655701159"),
     ],
 )
 def test_normalise_accepts_phone_numbers(raw: str, expected: str) -> None:
@@ -47,6 +48,8 @@ def test_normalise_accepts_phone_numbers(raw: str, expected: str) -> None:
         "",
         "   ",
         "12345",  # too short
+        "123456",  # digits, but no number of the plan
+        "+15550100",  # too short for its country
         "1234567890123456",  # too long
         "anonymous",
         "sip:alice@example.com",
@@ -63,9 +66,33 @@ def test_normalise_rejects_what_is_not_a_number(raw: str | None) -> None:
     assert normalise_number(raw, IN) is None
 
 
-def test_country_code_is_a_setting() -> None:
-    assert normalise_number("+15551234567", NumberFormat("1", 10)) == "5551234567"
-    assert normalise_number("+15551234567", IN) == "15551234567"
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("+65 9123 4567", "+6591234567"),
+        ("0065 9123 4567", "+6591234567"),  # India's international prefix
+        ("006591234567", "+6591234567"),
+        ("tel:+65-9123-4567", "+6591234567"),
+        ('"Tan" <sip:+6591234567@host>', "+6591234567"),
+        ("+442071838750", "+442071838750"),
+        ("+1 650 253 0000", "+16502530000"),
+    ],
+)
+def test_a_foreign_number_never_becomes_national_digits(raw: str, key: str) -> None:
+    """`+65 9123 4567` was `6591234567`: an Indian customer's number, and persona."""
+    assert normalise_number(raw, IN) == key
+    assert normalise_number(raw, NumberPlan("IN", "off")) is None
+
+
+def test_the_home_region_is_a_setting() -> None:
+    assert normalise_number("+1 650 253 0000", NumberPlan("US", "e164")) == "6502530000"
+    assert normalise_number("(650) 253-0000", NumberPlan("US", "e164")) == "6502530000"
+    assert normalise_number("+918655701159", NumberPlan("US", "e164")) == "+918655701159"
+
+
+def test_name_addr_in_participant_metadata() -> None:
+    party = CallParty(metadata='{"from": "\\"Priya\\" <sip:+918655701159@host>"}')
+    assert caller_candidates(party, "room", "", IN) == [("8655701159", "metadata")]
 
 
 def test_sources_in_order_of_trust() -> None:

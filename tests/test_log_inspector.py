@@ -385,6 +385,20 @@ def test_caller_matches_a_masked_number_by_its_visible_digits() -> None:
     assert not caller_matches(None, "1159")
 
 
+def test_a_foreign_caller_is_found_by_the_number_as_typed() -> None:
+    """A foreign caller is logged masked in E.164 (`+******4567`); typed with its `+`, spaces
+    or as a URI, the number finds the call."""
+    line = (
+        '{"event":"call.caller_detected","level":"info","ts":"2026-11-25T19:40:02Z",'
+        '"service":"dispatcher","room":"call_+******4567_x1","call_id":"SCL_sg1",'
+        '"caller":"+******4567"}\n'
+    )
+    inspector = Inspector().feed_all([line.encode()])
+    for typed in ("+65 9123 4567", "tel:+65-9123-4567", "6591234567", "4567"):
+        assert [c.call_id for c in inspector.find(typed)] == ["SCL_sg1"], typed
+    assert inspector.find("+65 9123 4568") == []
+
+
 # --- inputs and exit codes -----------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from agent.transcript import TranscriptLog
+from devstack.logs import read_log_events
 from operator_tools.log_inspector import Inspector
 from telemetry.logs import configure_forwarded_logging, configure_logging, get_logger, redact_text
 
@@ -56,6 +57,68 @@ def test_numbers_are_masked_wherever_they_sit_in_a_text(text: str, logged: str) 
 )
 def test_ids_times_and_short_numbers_are_left_alone(text: str) -> None:
     assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "logged"),
+    [
+        (ROOM, "call_******1159_ab12"),
+        ("call_+918655701159_x9Yz", "call_+********1159_x9Yz"),
+        (IDENTITY, "sip_******1159"),
+        (MAPPING, "user-mapping/num_******1159.json"),
+        ("sip:+918655701159@192.0.2.2:5060", "sip:+********1159@192.0.2.2:5060"),
+        ("+91 86557 01159", "+** ***** *1159"),
+        ("+65 9123 4567", "+** **** 4567"),
+        ("caller +6591234567", "caller +******4567"),
+        ("attempt 2 8655701159", "attempt 2 ******1159"),
+        ("caller +91 86557 01159 2 times", "caller +** ***** *1159 2 times"),
+        ("2026-11-25 8655701159", "2026-11-25 ******1159"),
+        ("+687 75.12.34", "+*** **.12.34"),  # dots between groups (New Caledonia)
+        ("from 8655701159 to 8000000001", "from ******1159 to ******0001"),
+    ],
+)
+def test_with_the_plan_phone_numbers_are_masked(text: str, logged: str) -> None:
+    assert redact_text(text, "IN") == logged
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "EV_123456784866",  # an event id: was EV_********4866
+        "1048576",  # a byte count
+        "1764669502123",  # epoch milliseconds
+        "duration 123456 us",
+        "2026-11-25T19:28:34.671888+00:00",
+        "SCL_e78353174e03",
+        "+15550100",  # too short for its country
+        "http://127.0.0.1:8080/mobile",
+        "192.168.100.200",
+        "1512.6",
+    ],
+)
+def test_with_the_plan_what_is_no_phone_number_is_left_alone(text: str) -> None:
+    assert redact_text(text, "IN") == text
+
+
+def test_numbers_in_keys_are_masked(restore_logging: Any) -> None:
+    """Keys were never redacted: a mapping keyed by number logged every number in full."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream, cache=False, phone_region="IN")
+    get_logger("t").info(
+        "persona.cache_state",
+        entries={"8655701159": "loaded", "+6591234567": "not_found"},
+        bytes=1048576,
+        event_id="EV_123456784866",
+        **{"9000000002": "a key of the event itself"},
+    )
+    text = stream.getvalue()
+    assert "8655701159" not in text
+    assert "91234567" not in text
+    assert "9000000002" not in text
+    [line] = log_lines(stream)
+    assert line["entries"] == {"******1159": "loaded", "+******4567": "not_found"}
+    assert line["******0002"] == "a key of the event itself"
+    assert (line["bytes"], line["event_id"]) == (1048576, "EV_123456784866")
 
 
 def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -185,3 +248,19 @@ def test_inspector_does_not_find_another_number() -> None:
     inspector = Inspector().feed_all(masked_call_lines())
     assert inspector.find("8655702222") == []
     assert inspector.find("call_8655702222_ab12") == []
+
+
+def test_a_room_whose_suffix_is_all_digits_is_found_as_the_services_masked_it(
+    tmp_path: Path,
+) -> None:
+    """The plan masks the number and leaves `02025224` (no phone number) alone, where the
+    every-run rule masked both: the inspector and the tests' log reader match either form."""
+    room = "call_8655701159_02025224"
+    logged = redact_text(room, "IN")
+    assert logged == "call_******1159_02025224" != redact_text(room)
+    line = {"event": "persona.resolved", "service": "dispatcher", "room": logged}
+    log = tmp_path / "dispatcher.log"
+    log.write_bytes(orjson.dumps({**line, "ts": "2026-11-25T19:40:00Z"}) + b"\n")
+    assert [r["room"] for r in read_log_events(log, room=room)] == [logged]
+    inspector = Inspector(phone_region="IN").feed_all([log.read_bytes()])
+    assert [c.room for c in inspector.find(room)] == [logged]

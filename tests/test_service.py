@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from livekit import api
+from livekit.protocol.agent import JobStatus
 
 from config.settings import Settings
 from contract.metadata import decode_persona_metadata
@@ -60,6 +61,18 @@ async def test_sip_join_writes_persona_then_dispatches_once(
     assert dispatch_meta["caller"] == "8655701159"
     assert dispatch_meta["persona_version"] == 2
     assert persona_state.last_path == "/mobile/8655701159"
+
+
+async def test_a_foreign_caller_is_looked_up_by_e164_never_by_a_home_number(
+    client: Client, fake_lk: FakeLiveKit, persona_state: FakeState
+) -> None:
+    """`+65 9123 4567` was looked up as `6591234567`: a home customer's number and persona."""
+    fake_lk.add_room("call_sg")
+    status, body = await post(client, participant_joined("call_sg", number="+65 9123 4567"))
+    assert status == 200
+    assert body["status"] == "dispatched"
+    assert persona_state.last_path == "/mobile/+6591234567"
+    assert persona_in(fake_lk, "call_sg").caller == "+6591234567"
 
 
 async def test_forged_signature_is_401_and_touches_nothing(
@@ -303,6 +316,21 @@ async def test_readiness_checks_livekit_at_most_every_few_seconds(
     assert fake_lk.calls == ["ListRooms"]
 
 
+@pytest.mark.parametrize(("livekit_status", "ready"), [(None, 200), (500, 503)])
+async def test_many_concurrent_probes_share_one_check_and_none_is_500(
+    client: Client, fake_lk: FakeLiveKit, livekit_status: int | None, ready: int
+) -> None:
+    """A balancer and an orchestrator probing at once, while LiveKit answers slowly: every probe
+    gets the one shared check's answer (it was [200, 500, 500, ...]: the first waiter cleared the
+    check the others still awaited)."""
+    fake_lk.delay_s["ListRooms"] = 0.2
+    if livekit_status is not None:
+        fake_lk.fail["ListRooms"] = livekit_status
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(16)))
+    assert [r.status for r in answers] == [ready] * 16
+    assert fake_lk.calls == ["ListRooms"]
+
+
 async def test_draining_refuses_new_webhooks_while_a_running_set_up_finishes(
     client: Client, fake_lk: FakeLiveKit, persona_state: FakeState, logs: LogCapture
 ) -> None:
@@ -327,6 +355,58 @@ async def test_draining_refuses_new_webhooks_while_a_running_set_up_finishes(
     assert fake_lk.agent_dispatches("call_2", "friday") == []
     assert fake_lk.rooms["call_2"] == ""  # call_2 was not set up at all
     assert logs.named("webhook.rejected")[0]["reason"] == "draining"
+
+
+# --- rooms by sid ----------------------------------------------------------------------------
+
+
+async def test_a_room_name_used_again_is_set_up_afresh_on_a_replica_that_missed_the_end(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], fake_lk: FakeLiveKit
+) -> None:
+    """Two replicas behind a balancer: A sets up a call in `call_1`, B receives its end; a
+    later call in a new room of the same name reaches A, which sets it up (it answered
+    `room_already_set_up` with the previous call's dispatch)."""
+    a = await aiohttp_client(create_app(make_settings()))
+    b = await aiohttp_client(create_app(make_settings()))
+    fake_lk.add_room("call_1")
+    status, first = await post(a, participant_joined("call_1", room_sid="RM_first"))
+    assert (status, first["status"]) == (200, "dispatched")
+    status, ended = await post(b, room_event("call_1", room_sid="RM_first"))
+    assert (status, ended["status"]) == (200, "released")
+    # The same name again: a new room, without the old one's metadata or dispatches.
+    fake_lk.rooms["call_1"] = ""
+    fake_lk.dispatches.pop("call_1")
+    status, second = await post(
+        a, participant_joined("call_1", number="9000000002", room_sid="RM_second")
+    )
+    assert (status, second["status"]) == (200, "dispatched")
+    assert second["dispatch_id"] != first["dispatch_id"]
+    assert persona_in(fake_lk, "call_1").caller == "9000000002"
+    assert [d.id for d in fake_lk.agent_dispatches("call_1", "friday")] == [second["dispatch_id"]]
+
+
+async def test_a_dispatch_whose_jobs_all_ended_counts_as_absent(
+    client: Client, fake_lk: FakeLiveKit
+) -> None:
+    """Our agent's dispatch is in the room, but its only job has ended (the agent left): a
+    new set-up dispatches again instead of keeping it as `already_dispatched`."""
+    fake_lk.add_room("call_1")
+    fake_lk.dispatches["call_1"] = [
+        api.AgentDispatch(
+            id="AD_old",
+            agent_name="friday",
+            room="call_1",
+            state=api.AgentDispatchState(
+                created_at=0,  # the earliest: a race settled on it would delete the new one
+                jobs=[api.Job(id="AJ_old", state=api.JobState(status=JobStatus.JS_SUCCESS))],
+            ),
+        )
+    ]
+    status, body = await post(client, participant_joined("call_1", room_sid="RM_again"))
+    assert (status, body["status"]) == (200, "dispatched")
+    assert body["dispatch_id"] != "AD_old"
+    assert fake_lk.deleted == []
+    assert body["dispatch_id"] in [d.id for d in fake_lk.agent_dispatches("call_1", "friday")]
 
 
 # --- exactly one dispatch --------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import DEFAULT_PERSONA_API_BASE, SettingsError, load_settings
+from contract.phone_numbers import NumberPlan
 
 pytestmark = pytest.mark.unit
 SECRET = "s" * 40
@@ -20,7 +21,8 @@ def test_defaults() -> None:
     assert s.persona_lookup == ("caller",)
     assert s.persona_deadline_s == 3.0
     assert s.default_caller is None
-    assert s.country_code == "91"
+    assert s.numbers.country_code == "91"
+    assert s.numbers.plan == NumberPlan("IN", "e164")
     assert s.user_mapping_dir == Path("user-mapping")
     assert s.metadata_budget_bytes == 60_000
 
@@ -77,3 +79,33 @@ def test_persona_api_can_be_turned_off_for_file_personas() -> None:
 def test_persona_api_base_must_be_http() -> None:
     with pytest.raises(SettingsError, match="PERSONA_API_BASE"):
         load_settings({**BASE, "PERSONA_API_BASE": "ftp://x"})
+
+
+@pytest.mark.parametrize(
+    ("env", "plan"),
+    [
+        ({"COUNTRY_CODE": "+44"}, NumberPlan("GB", "e164")),
+        ({"COUNTRY_CODE": "1", "DEFAULT_REGION": "ca"}, NumberPlan("CA", "e164")),
+        ({"DEFAULT_REGION": "SG", "FOREIGN_NUMBERS": "off"}, NumberPlan("SG", "off")),
+    ],
+)
+def test_the_numbering_plan_from_country_code_or_region(
+    env: dict[str, str], plan: NumberPlan
+) -> None:
+    assert load_settings(BASE | env).numbers.plan == plan
+
+
+def test_a_default_caller_that_the_plan_would_never_look_up_stops_start_up() -> None:
+    """It was taken, then silently never used (no number of the plan)."""
+    with pytest.raises(SettingsError, match="DEFAULT_CALLER='123456' is no number of the plan"):
+        load_settings(BASE | {"DEFAULT_CALLER": "123456"})
+    assert load_settings(BASE | {"DEFAULT_CALLER": "+6591234567"}).default_caller
+
+
+def test_a_plan_that_cannot_be_read_stops_start_up() -> None:
+    env = {"COUNTRY_CODE": "999", "DEFAULT_REGION": "XX", "FOREIGN_NUMBERS": "national"}
+    with pytest.raises(SettingsError) as e:
+        load_settings(BASE | env)
+    assert len(e.value.problems) == 3
+    with pytest.raises(SettingsError, match="DEFAULT_REGION=GB dials \\+44"):
+        load_settings(BASE | {"COUNTRY_CODE": "91", "DEFAULT_REGION": "GB"})

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import uvloop
-from aiohttp import web
 
 from config.settings import SettingsError, load_settings
 from telemetry.logs import configure_logging, get_logger
 from webhooks.app import create_app
+from webhooks.server import serve
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
         settings.logs.format,
         service="dispatcher",
         unmasked=settings.logs.unmasked,
+        phone_region=settings.numbers.region,
     )
     get_logger(__name__).info(
         "service.starting",
@@ -35,7 +37,7 @@ def main() -> None:
     )
     # uvloop roughly halves the event loop's share of each webhook's CPU time.
     uvloop.install()
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    asyncio.run(serve(app, settings.host, settings.port, settings.drain_grace_s))
 
 
 if __name__ == "__main__":

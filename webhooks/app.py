@@ -34,7 +34,11 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
             )
         )
         reconciler = build_reconciler(settings, clients)
-        task = asyncio.create_task(reconciler.run(), name="reconciler") if reconciler else None
+        task = (
+            asyncio.create_task(reconciler.keep_running(), name="reconciler")
+            if reconciler
+            else None
+        )
         if task is not None:
             # A replica shutting down takes on no more repairs, and gives up the reconciler's
             # lease to the others; repairs it started are set-ups in flight, which finish.
@@ -49,8 +53,9 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _start_draining(app: web.Application) -> None:
-    """First step of shutdown (aiohttp's on_shutdown, before handlers are awaited and clients
-    closed): new webhooks get 503 and LiveKit redelivers them; running set-ups finish."""
+    """Draining, in case the app is shut down other than by `webhooks.server.serve` (which
+    starts it on the signal, while still listening): new webhooks get 503 and LiveKit
+    redelivers them; running set-ups finish."""
     if READINESS in app:
         app[READINESS].start_draining()
 

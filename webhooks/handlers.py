@@ -12,7 +12,6 @@ from livekit import api
 from dispatcher.call_rooms import call_setup_mode, sets_up_on_start
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
-from dispatcher.service import number_format
 from telemetry.logs import get_logger
 from webhooks.keys import (
     ANSWER,
@@ -74,7 +73,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     elif event.event == "room_started":
         settings = request.app[SETTINGS]
         if sets_up_on_start(
-            event.room.name, event.room.metadata, settings.persona_lookup, number_format(settings)
+            event.room.name, event.room.metadata, settings.persona_lookup, settings.numbers.plan
         ):
             call = CallJoin.of_room_started(event)
 
@@ -93,7 +92,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         )
 
     if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
-        released = guard.release(event.room.name)
+        released = guard.release(event.room.sid or event.room.name)
         log.info("room.released", reason=event.event, held=released)
         request[ANSWER] = "released"
         return web.json_response({"status": "released", "held": released})

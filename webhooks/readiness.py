@@ -5,9 +5,10 @@ a name no room has: cheap, and refused for a wrong key) and the process is not d
 come every few seconds from every orchestrator that asks, so one check's answer stands for
 `CHECK_TTL_S` and concurrent probes share the check in flight.
 
-Draining starts when the app shuts down (SIGTERM): new webhooks are answered 503, which LiveKit
-redelivers (to another replica, or to this one restarted), and /readyz turns 503 so traffic moves
-away, while set-ups already running finish before their clients close (`SetupGuard.drain`).
+Draining starts on SIGTERM, while the process still listens (`webhooks.server`): new webhooks are
+answered 503, which LiveKit redelivers (to another replica, or to this one restarted), and /readyz
+turns 503 so traffic moves away, while set-ups already running finish before their clients close
+(`SetupGuard.drain`).
 """
 
 from __future__ import annotations
@@ -77,14 +78,18 @@ class Readiness:
         now = time.monotonic()
         if self._last is not None and now - self._last[0] < self._ttl_s:
             return self._last[1]
-        if self._checking is None:
-            self._checking = asyncio.create_task(self._check(), name="readiness-check")
-        try:
-            # shield: a probe that disconnects must not cancel the check others wait for.
-            return await asyncio.shield(self._checking)
-        finally:
-            if self._checking.done():
-                self._checking = None
+        check = self._checking
+        if check is None:
+            check = self._checking = asyncio.create_task(self._check(), name="readiness-check")
+            check.add_done_callback(self._checked)
+        # shield: a probe that disconnects must not cancel the check others wait for.
+        return await asyncio.shield(check)
+
+    def _checked(self, check: asyncio.Task[str | None]) -> None:
+        # Only the check itself clears its slot: every probe awaiting it holds its own reference,
+        # and the next window's probes start a new one.
+        if self._checking is check:
+            self._checking = None
 
     async def _check(self) -> str | None:
         try:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 from aiohttp import web
 from google.protobuf.message import Message
@@ -21,6 +23,14 @@ class FakeLiveKit:
     fail: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
     delay_s: dict[str, float] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    # For the reconciler's listing: each room's participants, and its creation (epoch seconds,
+    # 0: long ago) and sid (default `RM_<name>`).
+    participants: dict[str, list[api.ParticipantInfo]] = field(default_factory=dict)
+    created: dict[str, int] = field(default_factory=dict)
+    sids: dict[str, str] = field(default_factory=dict)
+    # A server whose clock is not ours (epoch seconds): its answers' `Date` and its dispatches'
+    # `created_at` follow it. None: our clock, and `created_at` a counter (1, 2, ...: long ago).
+    server_clock: Callable[[], float] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_room(self, name: str, metadata: str = "") -> None:
@@ -28,6 +38,15 @@ class FakeLiveKit:
 
     def agent_dispatches(self, room: str, agent_name: str) -> list[api.AgentDispatch]:
         return [d for d in self.dispatches.get(room, []) if d.agent_name == agent_name]
+
+    def room(self, name: str) -> api.Room:
+        return api.Room(
+            name=name,
+            metadata=self.rooms[name],
+            sid=self.sids.get(name, f"RM_{name}"),
+            creation_time=self.created.get(name, 0),
+            num_participants=len(self.participants.get(name, [])),
+        )
 
 
 FAKE = web.AppKey("fake_livekit", FakeLiveKit)
@@ -58,9 +77,11 @@ async def twirp(request: web.Request) -> web.Response:
         return _proto(api.Room(name=req.room, metadata=req.metadata))
     if method == "ListRooms":
         rreq = api.ListRoomsRequest.FromString(body)
-        names = [n for n in rreq.names if n in fake.rooms]
-        rooms = [api.Room(name=n, metadata=fake.rooms[n]) for n in names]
-        return _proto(api.ListRoomsResponse(rooms=rooms))
+        names = [n for n in rreq.names if n in fake.rooms] if rreq.names else list(fake.rooms)
+        return _proto(api.ListRoomsResponse(rooms=[fake.room(n) for n in names]))
+    if method == "ListParticipants":
+        preq = api.ListParticipantsRequest.FromString(body)
+        return _proto(api.ListParticipantsResponse(participants=fake.participants.get(preq.room)))
     if method == "ListDispatch":
         lreq = api.ListAgentDispatchRequest.FromString(body)
         return _proto(
@@ -74,7 +95,9 @@ async def twirp(request: web.Request) -> web.Response:
             agent_name=creq.agent_name,
             room=creq.room,
             metadata=creq.metadata,
-            state=api.AgentDispatchState(created_at=n),
+            state=api.AgentDispatchState(
+                created_at=int(fake.server_clock() * 1e9) if fake.server_clock else n
+            ),
         )
         fake.dispatches.setdefault(creq.room, []).append(d)
         return _proto(d)
@@ -90,8 +113,19 @@ async def twirp(request: web.Request) -> web.Response:
     return _error(404, "bad_route", method)
 
 
+@web.middleware
+async def server_date(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    resp = await handler(request)
+    clock = request.app[FAKE].server_clock
+    if clock is not None:
+        resp.headers["Date"] = formatdate(clock(), usegmt=True)
+    return resp
+
+
 def make_app(fake: FakeLiveKit) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[server_date])
     app[FAKE] = fake
     app.router.add_post("/twirp/livekit.{service}/{method}", twirp)
     return app

@@ -38,6 +38,7 @@ def participant_joined(
     participant_metadata: str = "",
     event: str = "participant_joined",
     event_id: str | None = None,
+    room_sid: str | None = None,
 ) -> bytes:
     """A webhook body as livekit-server sends it for a (SIP) participant."""
     attrs: dict[str, str] = {}
@@ -52,7 +53,7 @@ def participant_joined(
         event=event,
         id=event_id or f"EV_{uuid.uuid4().hex[:12]}",
         created_at=int(datetime.datetime.now(datetime.UTC).timestamp()),
-        room=api.Room(name=room, sid=f"RM_{room}", metadata=room_metadata),
+        room=api.Room(name=room, sid=room_sid or f"RM_{room}", metadata=room_metadata),
         participant=api.ParticipantInfo(
             sid=f"PA_{uuid.uuid4().hex[:8]}",
             identity=identity or (f"sip_{number}" if number else f"user_{uuid.uuid4().hex[:6]}"),
@@ -64,11 +65,13 @@ def participant_joined(
     return json_format.MessageToJson(ev).encode()
 
 
-def room_event(room: str, event: str = "room_finished", *, room_metadata: str = "") -> bytes:
+def room_event(
+    room: str, event: str = "room_finished", *, room_metadata: str = "", room_sid: str | None = None
+) -> bytes:
     """A room's own webhook (`room_started`, `room_finished`), as livekit-server sends it."""
     ev = api.WebhookEvent(
         event=event,
         id=f"EV_{uuid.uuid4().hex[:12]}",
-        room=api.Room(name=room, sid=f"RM_{room}", metadata=room_metadata),
+        room=api.Room(name=room, sid=room_sid or f"RM_{room}", metadata=room_metadata),
     )
     return json_format.MessageToJson(ev).encode()

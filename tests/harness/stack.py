@@ -212,7 +212,8 @@ def start_stack(
 
 def unique_number() -> str:
     """A caller number no other test uses, so that no cache or file carries state into the test
-    (10 digits starting with 7: valid for the default NumberFormat, in no fixture)."""
+    (10 digits starting with 7: a valid Indian mobile number, home for the default COUNTRY_CODE, in
+    no fixture)."""
     return "7" + str(uuid.uuid4().int % 10**9).zfill(9)
 
 

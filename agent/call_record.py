@@ -9,7 +9,8 @@ second worker) never makes a second one. Its shape, in the order a call fills it
 - once the persona is decided: `persona` (the contract's fields exactly as the agent applied them,
   with `read_from`, `waited_ms`, `problems`) and `events` (`persona_loaded` or
   `persona_not_found`, as in the transcript file); the models (`models`);
-- the caller's SIP participant: `call_id`, `caller`, `dialed`; `answered_at` once it is active;
+- the caller's SIP participant: `call_id`, `caller_sip` (its number as the trunk sent it; `caller`
+  is the normalised one), `dialed`; `answered_at` once it is active;
   `caller_left_at` when it leaves;
 - `turns` as they happen: `{role, text, interrupted, at}`, tool calls as `{role: "tool", name,
   arguments, output, is_error, at}`;
@@ -50,9 +51,6 @@ SIP_PHONE_NUMBER = "sip.phoneNumber"
 SIP_TRUNK_NUMBER = "sip.trunkPhoneNumber"
 SIP_CALL_STATUS = "sip.callStatus"
 
-# Stand-ins for the two characters a stored key may not hold (full-width dot and dollar).
-_DOT, _DOLLAR = "\uff0e", "\uff04"
-
 
 def at(timestamp: float) -> datetime:
     """A Unix time as the database stores times (UTC, millisecond precision)."""
@@ -84,9 +82,10 @@ class CallStart:
 
 
 def safe_key(key: str) -> str:
-    """`key` as every MongoDB-compatible server stores it: no `.`, no leading `$`."""
-    key = key.replace(".", _DOT)
-    return _DOLLAR + key[1:] if key.startswith("$") else key
+    """`key` as every MongoDB-compatible server stores it: `.` and a leading `$` percent-encoded
+    (`%` too, so that two keys never become one: `model.x` is `model%2Ex`)."""
+    key = key.replace("%", "%25").replace(".", "%2E")
+    return "%24" + key[1:] if key.startswith("$") else key
 
 
 def storable(value: Any, *, in_array: bool = False) -> Any:
@@ -170,10 +169,11 @@ def persona_fields(applied: AppliedPersona, *, event: str, when: datetime) -> di
 
 
 def caller_fields(attributes: Mapping[str, str]) -> dict[str, Any]:
-    """The call as the caller's SIP participant names it."""
+    """The call as the caller's SIP participant names it (its number as sent, beside the
+    normalised `caller` the persona was looked up by)."""
     return _known(
         call_id=attributes.get(SIP_CALL_ID),
-        caller=attributes.get(SIP_PHONE_NUMBER),
+        caller_sip=attributes.get(SIP_PHONE_NUMBER),
         dialed=attributes.get(SIP_TRUNK_NUMBER),
     )
 

@@ -142,3 +142,11 @@ def load_agent_settings(env: Mapping[str, str] | None = None) -> AgentSettings:
             r.problem(f"{name} is required by AGENT_STACK={settings.stack}")
     r.done()
     return settings
+
+
+def load_call_store_settings(env: Mapping[str, str] | None = None) -> CallStoreSettings:
+    """The database settings alone (for `persona-logs show --mongo`); `SettingsError` if bad."""
+    r = EnvReader(read_environment() if env is None else env)
+    settings = CallStoreSettings.read(r)
+    r.done()
+    return settings

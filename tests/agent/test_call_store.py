@@ -181,8 +181,8 @@ async def test_persona_keys_the_server_refuses_are_stored_made_safe(
     await store.close(timeout_s=10)
     [doc] = await documents(reader, collection)
     assert doc["persona"]["config"] == {
-        "model\uff0etemperature": 0.3,
-        "\uff04ref": "x",
+        "model%2Etemperature": 0.3,
+        "%24ref": "x",
         "grid": [{"items": [1, 2]}],
     }
     assert doc["store"]["failed_writes"] == 0

@@ -7,7 +7,9 @@ a dispatch): the agent greets, the caller says a line, the agent answers, the ca
 goodbye, the agent speaks its closing line and hangs up. Printed: the worker's CPU (its whole
 process tree: the worker, the forkserver, every job process) per call in each run and the
 difference, the requests and bytes each call's writes took (from `call_store.closed`), and the
-database's own CPU. With `--show-document`, one stored document (numbers masked) as JSON.
+database's own CPU; then the writer's CPU alone, in this process, over as many simulated calls
+(the same writes, no call around them). With `--show-document`, one stored document (numbers
+masked) as JSON.
 
     .venv/bin/python -m bench.call_store_cost --calls 20
 
@@ -23,6 +25,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,19 @@ import orjson
 from livekit import api
 from pymongo import MongoClient
 
+from agent.call_record import CallStart, persona_fields, turn_entry
+from agent.call_store import CallStore
+from agent.persona import AppliedPersona
+from config.agent_settings import AgentSettings, load_agent_settings
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.services import LiveKitServer, start_livekit_server
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from telemetry.logs import redact_text
 from tests.agent.helpers import (
     LIBRARIAN,
     contract_dispatch_metadata,
     contract_metadata,
+    loaded,
     wait_for_records,
 )
 from tests.harness.calls import SipCaller, create_dispatch, livekit_api, sip_token
@@ -133,6 +142,55 @@ async def burst(
     )
 
 
+async def simulated_call(settings: AgentSettings, n: int) -> None:
+    """One call's writes as a job makes them (its own client, start, persona, caller, models,
+    six turns as they come, the end), without the call around them."""
+    job_id = f"AJ_sim_{uuid.uuid4().hex[:10]}"
+    store = CallStore.open(settings, job_id=job_id, room=f"call_{number(n)}_sim")
+    now = datetime.now(UTC)
+    store.started(
+        CallStart(
+            job_id,
+            f"call_{number(n)}_sim",
+            "RM_x",
+            AGENT_NAME,
+            "AD_x",
+            number(n),
+            f"SCL_sim_{n}",
+            now,
+        )
+    )
+    applied = AppliedPersona(loaded(LIBRARIAN, caller=number(n), call_id=f"SCL_sim_{n}"), "job", 0)
+    store.set(persona_fields(applied, event="persona_loaded", when=now))
+    store.set({"dialed": "8000000000", "answered_at": now})
+    store.set({"models": {"stack": "fake", "llm": "recording-fake", "tts": "tone-fake"}})
+    for i in range(6):
+        await asyncio.sleep(0.3)  # turns come apart, as in a call
+        role = "assistant" if i % 2 == 0 else "user"
+        store.add_turn(turn_entry({"role": role, "text": f"line {i}", "interrupted": False}, now))
+    store.ended({"reason": "user_initiated", "error": None}, datetime.now(UTC))
+    await store.close(timeout_s=30)
+
+
+async def writer_cpu_per_call(db: FerretDB, calls: int) -> float:
+    """CPU seconds per call of the writer alone (this process), `calls` simulated calls at once."""
+    settings = load_agent_settings(
+        {
+            "LIVEKIT_URL": "ws://127.0.0.1:7880",
+            "LIVEKIT_API_KEY": DEV_API_KEY,
+            "LIVEKIT_API_SECRET": DEV_API_SECRET,
+            "AGENT_STACK": "fake",
+            "MONGO_URI": db.uri,
+            "MONGO_COLLECTION": "simulated",
+            "MONGO_WRITE_TIMEOUT_S": "30",  # the figure is CPU per call, not retries
+        }
+    )
+    await simulated_call(settings, 0)  # imports and first connection, once
+    before = time.process_time()
+    await asyncio.gather(*(simulated_call(settings, n) for n in range(calls)))
+    return (time.process_time() - before) / calls
+
+
 def write_costs(worker: AgentWorker) -> list[dict[str, Any]]:
     return worker.log_records(event="call_store.closed")
 
@@ -187,6 +245,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                 finally:
                     worker.stop()
         report(bursts, costs)
+        cpu = await writer_cpu_per_call(db, args.calls)
+        print(f"writer CPU per call, alone ({args.calls} simulated calls): {cpu * 1000:.1f} ms")
         if args.show_document:
             client: MongoClient[dict[str, Any]]
             with MongoClient(db.uri, tz_aware=True) as client:

@@ -20,11 +20,24 @@ from devstack.logs import clear_logs, read_log_events
 from devstack.processes import ROOT
 from operator_tools.log_inspector_cli import main as persona_logs
 from telemetry.logs import redact_text
-from tests.agent.helpers import wait_for_records
-from tests.harness.calls import SipCaller, sip_token
+from tests.agent.helpers import (
+    PIRATE,
+    contract_dispatch_metadata,
+    contract_metadata,
+    wait_for_records,
+)
+from tests.harness.calls import SipCaller, create_dispatch, sip_token, write_room_metadata
 from tests.harness.ferretdb import FerretDB, start_ferretdb, stop_ferretdb
 from tests.harness.fixture_personas import MEERA, PRIYA
-from tests.harness.stack import Stack, eventually, join_sip, start_stack, unique_number, unique_room
+from tests.harness.stack import (
+    Stack,
+    eventually,
+    join_sip,
+    participant_token,
+    start_stack,
+    unique_number,
+    unique_room,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -301,3 +314,55 @@ async def test_persona_logs_stored_reads_the_call_back_from_the_database(
     assert stored["turns"][1]["text"] == "Which offer?"
 
     assert await asyncio.to_thread(persona_logs, ["stored", "SCL_no_such_call"]) == 1
+
+
+async def test_with_transcript_file_off_the_database_alone_keeps_the_call(
+    chain: tuple[Stack, AgentWorker],
+    ferretdb: FerretDB,
+    calls: Any,
+    callers: list[SipCaller],
+    tmp_path: Path,
+) -> None:
+    """TRANSCRIPT_FILE=false: a worker (its own agent name, dispatched by the test as the
+    dispatcher does) writes no transcript file, and the call's document holds its turns."""
+    stack, _ = chain
+    name = "friday-db-only"
+    worker = start_agent_worker(
+        stack.livekit,
+        tmp_path,
+        AGENT_NAME=name,
+        TRANSCRIPT_FILE="false",
+        MONGO_URI=ferretdb.uri,
+        MONGO_COLLECTION=COLLECTION,
+    )
+    try:
+        room = unique_room("8655701159")
+        # Not SIP-kind: the stack's dispatcher must not set this room up for its own agent.
+        token = participant_token(room, "web-caller", kind="standard")
+        caller = await SipCaller(stack.livekit.ws_url, token).join()
+        callers.append(caller)
+        async with stack.api() as lk:
+            await write_room_metadata(lk, room, contract_metadata(PIRATE, call_id="SCL_db_only"))
+            await create_dispatch(lk, room, name, contract_dispatch_metadata(None, "SCL_db_only"))
+        await caller.wait_for_sound()
+        doc = await document(calls, room, complete=False)
+        await eventually(
+            lambda: turns_in(calls, doc["_id"], 1), 60, "the welcome turn in the document"
+        )
+        await caller.leave()
+        callers.remove(caller)
+        doc = await document(calls, room)
+    finally:
+        worker.stop()
+    first = doc["turns"][0]
+    assert (first["role"], first["text"]) == ("assistant", PIRATE.welcome)
+    assert doc["persona"]["persona_id"] == PIRATE.persona_id
+    assert not transcript_path(worker).exists()
+
+
+async def turns_in(calls: Any, job_id: str, count: int) -> bool:
+    try:
+        doc = await calls.find_one({"_id": job_id})
+    except PyMongoError:
+        return False
+    return doc is not None and len(doc.get("turns", [])) >= count

@@ -21,7 +21,7 @@ import random
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import bson
 from livekit import rtc
@@ -33,7 +33,7 @@ from livekit.agents.voice.events import (
 )
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 
 from agent.call_record import (
     INDEXES,
@@ -60,6 +60,8 @@ from telemetry.logs import get_logger
 log = get_logger(__name__)
 
 Document = dict[str, Any]
+# What became of one attempt at a write.
+Outcome = Literal["written", "refused", "retry"]
 
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
@@ -320,7 +322,8 @@ class CallStore:
             return turns_write(self.job_id, self.writer, self._written, self._turns[:MAX_BATCH])
         return None
 
-    def _done(self, write: Write) -> None:
+    def _done(self, write: Write, outcome: Outcome) -> None:
+        """`write` is no longer pending: written, or refused for good (its turns dropped)."""
         if write.kind == "started":
             self._start = None
         elif write.kind == "fields":
@@ -330,7 +333,10 @@ class CallStore:
         else:
             sent = len(write.update["$push"][TURNS]["$each"])
             del self._turns[:sent]
-            self._written += sent
+            if outcome == "written":
+                self._written += sent
+            else:
+                self.dropped += sent
 
     async def _write_all(self) -> None:
         assert self._collection is not None
@@ -342,22 +348,36 @@ class CallStore:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if await self._try(self._collection, write):
-                self._done(write)
-                self._retries = 0
-            else:
+            outcome = await self._try(self._collection, write)
+            if outcome == "retry":
                 await asyncio.sleep(backoff_s(self._retries))
                 self._retries += 1
+                continue
+            self._retries = 0
+            self._done(write, outcome)
 
-    async def _try(self, collection: AsyncCollection[Document], write: Write) -> bool:
-        """One attempt at `write`; False (the outage noted) when it failed or timed out."""
+    async def _try(self, collection: AsyncCollection[Document], write: Write) -> Outcome:
+        """One attempt at `write`: written, refused by the server for good, or to be retried
+        (the outage noted)."""
         try:
             async with asyncio.timeout(self._write_timeout_s):
                 await collection.update_one(write.filter, write.update, upsert=write.upsert)
         except DuplicateKeyError:
             # Two runs of the job upserted the new document at once; the other one made it, so
             # the same upsert now updates it.
-            return False
+            return "retry"
+        except WriteError as e:
+            # The server refuses this write as it is: retrying cannot help, and it must not hold
+            # up the writes queued behind it.
+            self.failed += 1
+            log.warning(
+                "call_store.write_refused",
+                room=self.room,
+                call_id=self.call_id,
+                write=write.kind,
+                error=_error(e),
+            )
+            return "refused"
         except (PyMongoError, TimeoutError) as e:
             self.failed += 1
             if self._down_since is None:
@@ -369,7 +389,7 @@ class CallStore:
                     write=write.kind,
                     error=_error(e),
                 )
-            return False
+            return "retry"
         if self._down_since is not None:
             log.info(
                 "call_store.recovered",
@@ -379,7 +399,7 @@ class CallStore:
                 failed_writes=self.failed,
             )
             self._down_since = None
-        return True
+        return "written"
 
     async def close(self, *, timeout_s: float, end_reason: str = "job_ended") -> None:
         """The call's end: its last fields written within `timeout_s`, whatever is left then

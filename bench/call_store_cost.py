@@ -41,6 +41,7 @@ from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import read_log_events
 from devstack.services import LiveKitServer, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from telemetry.logs import configure_logging
 from tests.agent.helpers import LIBRARIAN, contract_dispatch_metadata, contract_metadata, loaded
 from tests.harness.calls import SipCaller, create_dispatch, livekit_api, sip_token
 from tests.harness.calls import write_room_metadata as write_metadata
@@ -263,6 +264,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--show-document", action="store_true")
     args = parser.parse_args()
+    # The simulated calls' own log lines (call_store.closed) would bury the figures.
+    configure_logging("warning")
     workdir = Path(tempfile.mkdtemp(prefix="call-store-bench-"))
     asyncio.run(run(args, workdir))
     print(f"logs in {workdir}")

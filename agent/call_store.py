@@ -186,6 +186,7 @@ class CallStore:
         self._written = 0
         self._caller: Document = {}
         self._answered = False
+        self._queue_was_full = False
         self._ended = False
         self._closing = False
         self._closed = False
@@ -236,7 +237,8 @@ class CallStore:
         if not self.enabled:
             return
         if len(self._turns) >= self._max_pending_turns:
-            if not self.dropped:
+            if not self._queue_was_full:
+                self._queue_was_full = True
                 log.warning(
                     "call_store.turns_dropped",
                     room=self.room,

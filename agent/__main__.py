@@ -23,6 +23,7 @@ from collections.abc import Callable, MutableMapping
 
 from livekit.agents import AgentServer
 
+from agent.call_store import ensure_indexes
 from agent.models import validate_stack
 from agent.worker import create_server
 from config.agent_settings import AgentSettings, load_agent_settings
@@ -63,6 +64,13 @@ async def serve(server: AgentServer, settings: AgentSettings) -> int:
         loop.add_signal_handler(sig, on_signal)
 
     running = asyncio.create_task(server.run(devmode=False), name="agent-worker")
+    # The database's indexes, in the background: a database that is down delays no call. The
+    # task ends once they exist (asyncio.run cancels it if the worker stops first).
+    _indexes = (
+        asyncio.create_task(ensure_indexes(settings.call_store), name="call-store-indexes")
+        if settings.call_store.enabled
+        else None
+    )
     stopping = asyncio.create_task(stop.wait(), name="agent-stop")
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if running.done():

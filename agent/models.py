@@ -168,6 +168,16 @@ def pipeline_stack(settings: AgentSettings, persona: Persona, vad: vad.VAD | Non
     )
 
 
+def models_used(stack_name: StackName, stack: ModelStack) -> dict[str, str]:
+    """The models a call's stack uses, by part (`llm`, `tts`, `stt`), and the stack's name."""
+    used = {"stack": stack_name, "llm": stack.llm.model}
+    if stack.tts is not None:
+        used["tts"] = stack.tts.model
+    if stack.stt is not None:
+        used["stt"] = stack.stt.model
+    return used
+
+
 def new_session(stack: ModelStack) -> AgentSession[Any]:
     """An `AgentSession` over `stack`, with every model explicit: nothing defaults to a hosted
     LiveKit inference service (turn detection, VAD)."""

@@ -38,11 +38,12 @@ class TranscriptLog:
 
     The transcript is a record of the call, never a condition of it: a write that fails (a
     read-only or full disk, a path the process may not write) is logged once per call as
-    `transcript.write_failed`, and the call goes on.
+    `transcript.write_failed`, and the call goes on. Without a `path` (TRANSCRIPT_FILE=false,
+    the database keeps the call) nothing is written.
     """
 
     def __init__(
-        self, path: Path, *, room: str, call_id: str | None, unmasked: bool = False
+        self, path: Path | None, *, room: str, call_id: str | None, unmasked: bool = False
     ) -> None:
         self.path = path
         self.room = room
@@ -58,6 +59,8 @@ class TranscriptLog:
             "call_id": self.call_id,
             **fields,
         }
+        if self.path is None:
+            return
         try:
             append_jsonl(self.path, record if self.unmasked else redact(record))
         except OSError as e:
@@ -77,31 +80,49 @@ class TranscriptLog:
         session.on("close", self._on_close)
 
     def _on_item(self, ev: ConversationItemAddedEvent) -> None:
-        item = ev.item
-        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
-            return
-        self.write(
-            "turn",
-            role=item.role,
-            text=item.text_content or "",
-            interrupted=item.interrupted,
-        )
+        if (turn := turn_fields(ev)) is not None:
+            self.write("turn", **turn)
 
     def _on_tools(self, ev: FunctionToolsExecutedEvent) -> None:
-        outputs = {o.call_id: o for o in ev.function_call_outputs}
-        for call in ev.function_calls:
-            out = outputs.get(call.call_id)
-            self.write(
-                "tool.called",
-                name=call.name,
-                arguments=call.arguments,
-                output=out.output if out is not None else None,
-                is_error=out.is_error if out is not None else False,
-            )
+        for call in tool_call_fields(ev):
+            self.write("tool.called", **call)
 
     def _on_close(self, ev: CloseEvent) -> None:
-        self.write(
-            "call.ended",
-            reason=ev.reason.value,
-            error=str(ev.error.error) if ev.error is not None else None,
+        self.write("call.ended", **close_fields(ev))
+
+
+# What the session's events say, as the transcript file and the call's database document
+# (agent/call_store.py) both record it.
+
+
+def turn_fields(ev: ConversationItemAddedEvent) -> dict[str, Any] | None:
+    """A spoken turn (the caller's or the agent's), or None for any other conversation item."""
+    item = ev.item
+    if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+        return None
+    return {"role": item.role, "text": item.text_content or "", "interrupted": item.interrupted}
+
+
+def tool_call_fields(ev: FunctionToolsExecutedEvent) -> list[dict[str, Any]]:
+    """Each tool the agent called in this batch, with its output."""
+    outputs = {o.call_id: o for o in ev.function_call_outputs}
+    calls = []
+    for call in ev.function_calls:
+        out = outputs.get(call.call_id)
+        calls.append(
+            {
+                "name": call.name,
+                "arguments": call.arguments,
+                "output": out.output if out is not None else None,
+                "is_error": out.is_error if out is not None else False,
+            }
         )
+    return calls
+
+
+def close_fields(ev: CloseEvent) -> dict[str, Any]:
+    """How the session ended."""
+    return {
+        "reason": ev.reason.value,
+        "error": str(ev.error.error) if ev.error is not None else None,
+    }

@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
 
-from agent.models import StackFactory, new_session, preload_models, stack_factory
+from agent.call_record import CallStart, persona_fields
+from agent.call_store import CallStore
+from agent.models import StackFactory, models_used, new_session, preload_models, stack_factory
 from agent.persona import AppliedPersona, resolve_persona, with_call_id
 from agent.persona_agent import PersonaAgent
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
-from contract.metadata import parse_dispatch_metadata
+from contract.metadata import DispatchInfo, parse_dispatch_metadata
 from telemetry.logs import configure_forwarded_logging, get_logger
 
 log = get_logger(__name__)
 
 FactoryMaker = Callable[[AgentSettings, dict[str, Any]], StackFactory]
 WARMUP_MODULE = "agent.warmup"
+# Where a job process keeps its call's store for the session-end hook.
+CALL_STORE = "call_store"
 
 
 class RoomCallControl:
@@ -63,6 +68,19 @@ class JobEntrypoint:
         await run_call(ctx, self.settings, factory)
 
 
+class JobSessionEnd:
+    """livekit-agents' session-end hook (it runs once the session is closed, with a longer budget
+    than the shutdown callbacks): the call's last writes to the database."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+
+    async def __call__(self, ctx: JobContext) -> None:
+        store: CallStore | None = ctx.proc.userdata.pop(CALL_STORE, None)
+        if store is not None:
+            await store.close(timeout_s=self.settings.call_store.flush_timeout_s)
+
+
 def log_applied(applied: AppliedPersona, *, room: str) -> None:
     """`persona.applied` (and `persona.missing` first when the default had to be used); the
     caller's number is masked by the worker's log redaction."""
@@ -86,16 +104,43 @@ def transcript_persona_event(applied: AppliedPersona) -> str:
     return "persona_not_found" if applied.meta.status == "default" else "persona_loaded"
 
 
+def call_start(ctx: JobContext, dispatch: DispatchInfo) -> CallStart:
+    """What the job knows of its call before connecting: the start of its database document."""
+    job = ctx.job
+    return CallStart(
+        job_id=job.id,
+        room=job.room.name,
+        room_sid=job.room.sid,
+        agent_name=job.agent_name,
+        dispatch_id=job.dispatch_id,
+        caller=dispatch.caller,
+        call_id=dispatch.call_id,
+        started_at=datetime.now(UTC),
+    )
+
+
+def open_call_store(ctx: JobContext, settings: AgentSettings, dispatch: DispatchInfo) -> CallStore:
+    """The call's database document, started now (a call cut before anything else still leaves
+    it) and closed by `JobSessionEnd`; a store that does nothing without MONGO_URI."""
+    store = CallStore.open(settings, job_id=ctx.job.id, room=ctx.job.room.name)
+    if store.enabled:
+        store.started(call_start(ctx, dispatch))
+        ctx.proc.userdata[CALL_STORE] = store
+    return store
+
+
 async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFactory) -> None:
     """One call: resolve the persona from room metadata, then start the agent in the room."""
     room = ctx.job.room.name
     structlog.contextvars.bind_contextvars(room=room, job_id=ctx.job.id)
+    dispatch = parse_dispatch_metadata(ctx.job.metadata)
+    store = open_call_store(ctx, settings, dispatch)
     applied = await resolve_persona(
         job_room_metadata=ctx.job.room.metadata,
         room=ctx.room,
         connect=ctx.connect,
         wait_s=settings.persona_wait_s,
-        dispatch=parse_dispatch_metadata(ctx.job.metadata),
+        dispatch=dispatch,
     )
     applied = with_call_id(applied, ctx.room.remote_participants.values())
     meta = applied.meta
@@ -103,14 +148,20 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
     log_applied(applied, room=room)
 
     transcript = TranscriptLog(
-        settings.transcript_path,
+        settings.transcript_path if settings.transcript_file else None,
         room=room,
         call_id=meta.call_id,
         unmasked=settings.logs.unmasked,
     )
-    transcript.write(transcript_persona_event(applied), caller=meta.caller, **applied.log_fields())
-    session = new_session(factory(meta.persona))
+    persona_event = transcript_persona_event(applied)
+    transcript.write(persona_event, caller=meta.caller, **applied.log_fields())
+    store.set(persona_fields(applied, event=persona_event, when=datetime.now(UTC)))
+    store.follow_caller(ctx.room)
+    stack = factory(meta.persona)
+    store.set({"models": models_used(settings.stack, stack)})
+    session = new_session(stack)
     transcript.attach(session)
+    store.attach(session)
 
     @session.on("close")
     def _on_close(_: object) -> None:
@@ -187,7 +238,12 @@ def new_agent_server(
     )
     if capacity is not None:
         capacity.server = server
-    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=capacity)
+    server.rtc_session(
+        entrypoint,
+        agent_name=settings.agent_name,
+        on_request=capacity,
+        on_session_end=JobSessionEnd(settings) if settings.call_store.enabled else None,
+    )
     return server
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 from config.env import (
     EnvReader,
     choice,
+    flag,
     integer,
     path,
     read_environment,
@@ -18,6 +19,7 @@ from config.env import (
     seconds,
     setting,
     text,
+    url,
 )
 from config.settings import (
     DEFAULT_AGENT_NAME,
@@ -49,6 +51,35 @@ class ProviderKeys:
     cartesia: str | None = setting("CARTESIA_API_KEY", None, text, secret=True)
 
 
+@dataclass(frozen=True)
+class CallStoreSettings:
+    """Where each call's document goes (MongoDB, agent/call_store.py); off without MONGO_URI."""
+
+    # The URI may carry a password: never in `repr` or logs.
+    uri: str | None = setting("MONGO_URI", None, url("mongodb", "mongodb+srv"), secret=True)
+    database: str = setting("MONGO_DATABASE", "persona_dispatcher", text)
+    collection: str = setting("MONGO_COLLECTION", "calls", text)
+    # One write's budget, retries apart: a slow database never holds a call up.
+    write_timeout_s: float = setting("MONGO_WRITE_TIMEOUT_S", 2.0, seconds)
+    # How many of a call's turns wait for the database at most; beyond that they are dropped
+    # (and counted), the transcript file keeps them.
+    max_pending_turns: int = setting("MONGO_MAX_PENDING_TURNS", 500, integer(minimum=1))
+    # How long the end of a call waits for its last writes (livekit-agents' session-end hook,
+    # after the caller is gone).
+    flush_timeout_s: float = setting("MONGO_FLUSH_TIMEOUT_S", 10.0, seconds)
+    # Full phone numbers in the database (a team that treats it as its system of record);
+    # LOG_UNMASKED unmasks them there too.
+    unmasked: bool = setting("MONGO_UNMASKED", False, flag)
+
+    @property
+    def enabled(self) -> bool:
+        return self.uri is not None
+
+    @classmethod
+    def read(cls, r: EnvReader) -> CallStoreSettings:
+        return cls(**read_fields(cls, r))
+
+
 def _load_threshold(r: EnvReader, name: str, raw: str) -> float | None:
     try:
         value = float(raw)
@@ -74,6 +105,9 @@ class AgentSettings:
     # How long a job waits for the persona to appear in room metadata before the default persona.
     persona_wait_s: float = setting("AGENT_PERSONA_WAIT_S", 2.0, seconds)
     transcript_path: Path = setting("TRANSCRIPT_PATH", DEFAULT_TRANSCRIPT_PATH, path)
+    # false: no transcript file, the database's document only (needs MONGO_URI).
+    transcript_file: bool = setting("TRANSCRIPT_FILE", True, flag)
+    call_store: CallStoreSettings = field(default_factory=CallStoreSettings)
     # The fake stack's record of every LLM request and spoken line (JSON lines), for tests.
     fake_llm_log: Path | None = setting("AGENT_FAKE_LLM_LOG", None, path)
     openai_realtime_model: str = setting("OPENAI_REALTIME_MODEL", "gpt-realtime", text)
@@ -107,10 +141,21 @@ def load_agent_settings(env: Mapping[str, str] | None = None) -> AgentSettings:
             logs=LogSettings.read(r),
             numbers=NumberSettings.read(r),
             keys=ProviderKeys(**read_fields(ProviderKeys, r)),
+            call_store=CallStoreSettings.read(r),
         )
     )
+    if not settings.transcript_file and not settings.call_store.enabled:
+        r.problem("TRANSCRIPT_FILE=false needs MONGO_URI: a call's transcript must go somewhere")
     for name in REQUIRED_KEYS[settings.stack]:
         if r.raw(name) is None:
             r.problem(f"{name} is required by AGENT_STACK={settings.stack}")
+    r.done()
+    return settings
+
+
+def load_call_store_settings(env: Mapping[str, str] | None = None) -> CallStoreSettings:
+    """The database settings alone (for `persona-logs show --mongo`); `SettingsError` if bad."""
+    r = EnvReader(read_environment() if env is None else env)
+    settings = CallStoreSettings.read(r)
     r.done()
     return settings

@@ -1,4 +1,5 @@
-"""`persona-logs`: the log inspector's command line (calls, show, stats) and its text rendering.
+"""`persona-logs`: the log inspector's command line (calls, show, stats) and its text rendering;
+`stored` reads a call back from the agent's database instead (operator_tools/call_documents.py).
 
 Exit status: 0 done, 1 an input cannot be read or `show` found no call, 2 bad arguments.
 """
@@ -17,7 +18,10 @@ from typing import Any, NoReturn, Protocol, TextIO
 
 import orjson
 
+from config.agent_settings import load_call_store_settings
+from config.env import SettingsError
 from config.settings import load_number_settings
+from operator_tools.call_documents import CallDocumentsError, call_json, find_calls, render_call
 from operator_tools.log_inspector import (
     PERSONA_STATUSES,
     Call,
@@ -219,6 +223,11 @@ def build_parser(now: datetime | None = None) -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one call's timeline across both services")
     show.add_argument("selector", help="a call_id, a room name, or a number suffix")
     _add_common(show, now)
+    stored = sub.add_parser(
+        "stored", help="one call's transcript and persona as the agent stored them (MONGO_URI)"
+    )
+    stored.add_argument("selector", help="a call_id, a room name, a job id, or a number suffix")
+    stored.add_argument("--json", action="store_true", help="the stored document as JSON")
     _add_common(sub.add_parser("stats", help="set-up times, persona sources, errors"), now)
     return parser
 
@@ -404,6 +413,8 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed its message; keep main() returning
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "stored":
+        return show_stored(args.selector, as_json=args.json, out=sys.stdout)
     run = Run(args, sys.stdout)
     try:
         status = _run(run)
@@ -416,6 +427,21 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
         return 0
     print(f"skipped {run.inspector.skipped} malformed/foreign lines", file=sys.stderr)
     return status
+
+
+def show_stored(selector: str, *, as_json: bool, out: TextIO) -> int:
+    """`stored`: the calls `selector` names as the agent stored them; the exit status."""
+    try:
+        calls = find_calls(load_call_store_settings(), selector)
+    except (SettingsError, CallDocumentsError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    if not calls:
+        print(f"{PROG}: no stored call matches {selector!r}", file=sys.stderr)
+        return 1
+    for i, doc in enumerate(calls):
+        out.write(call_json(doc) if as_json else ("\n" if i else "") + render_call(doc))
+    return 0
 
 
 def _run(run: Run) -> int:

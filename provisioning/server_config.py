@@ -15,6 +15,8 @@ LIVEKIT_SERVER_VERSION = "v1.13.5"
 LIVEKIT_SIP_VERSION = "v1.11.0"
 # promtool and prometheus from Debian's package (bookworm's); the rule tests use its syntax.
 PROMETHEUS_VERSION = "2.42.0"
+# The MongoDB wire-protocol server the call-store tests write to (scripts/build_ferretdb.sh).
+FERRETDB_VERSION = "v1.24.2"
 
 # Development credentials: the secret must be 32+ characters for livekit-server to accept it.
 DEV_API_KEY = "devkey"

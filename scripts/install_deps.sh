@@ -2,6 +2,7 @@
 # Installs everything the service and its tests need, idempotently:
 #   - a virtualenv in .venv with the project and its dev extras;
 #   - the pinned livekit-server, built once with `go install` and cached outside the checkout;
+#   - the pinned FerretDB (the tests' MongoDB), built from the Go module proxy, cached too;
 #   - for SIP calls and scaling out: Debian's redis-server, sipp (sip-tester), haproxy and the cgo
 #     libraries livekit-sip links (apt-get, as root, only when one is missing), and the pinned
 #     livekit-sip, cached too:
@@ -54,6 +55,19 @@ install_go_binary() {  # name version module [env...]
 }
 install_go_binary livekit-server "$LIVEKIT_SERVER_VERSION" github.com/livekit/livekit-server/cmd/server \
   >/dev/null || { echo "error: livekit-server $LIVEKIT_SERVER_VERSION could not be built" >&2; exit 1; }
+
+# FerretDB: the MongoDB (wire protocol, over SQLite) of the call-store tests, cached by version.
+FERRETDB_VERSION=${FERRETDB_VERSION:-$(pin FERRETDB_VERSION)}
+ferretdb_target="$cache/bin/ferretdb-$FERRETDB_VERSION"
+if [ ! -x "$ferretdb_target" ]; then
+  started=$SECONDS
+  mkdir -p "$cache/log"
+  ferretdb_log="$cache/log/ferretdb-$FERRETDB_VERSION-build.log"
+  echo "building ferretdb $FERRETDB_VERSION (a minute or two, once; log: $ferretdb_log)" >&2
+  bash scripts/build_ferretdb.sh "$FERRETDB_VERSION" "$ferretdb_target" >"$ferretdb_log" 2>&1 \
+    || { echo "error: $(tail -n 1 "$ferretdb_log") (full log: $ferretdb_log)" >&2; exit 1; }
+  echo "built ferretdb $FERRETDB_VERSION in $((SECONDS - started)) s" >&2
+fi
 
 [ "${1:-}" = "--no-sip" ] && exit 0
 

@@ -81,3 +81,23 @@ def test_worker_without_its_api_key_fails_at_start_with_one_clear_message() -> N
     assert done.returncode == 2
     assert "OPENAI_API_KEY is required by AGENT_STACK=openai-realtime" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_call_store_is_off_without_mongo_uri_and_its_uri_stays_out_of_repr() -> None:
+    off = load_agent_settings({**LIVEKIT, "AGENT_STACK": "fake"})
+    assert not off.call_store.enabled
+    uri = "mongodb://writer:s3cret@db.internal:27017/"
+    on = load_agent_settings({**LIVEKIT, "AGENT_STACK": "fake", "MONGO_URI": uri})
+    assert on.call_store.enabled
+    assert (on.call_store.database, on.call_store.collection) == ("persona_dispatcher", "calls")
+    assert "s3cret" not in repr(on)
+
+
+def test_a_bad_mongo_uri_and_no_transcript_anywhere_are_refused() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_agent_settings(
+            {**LIVEKIT, "AGENT_STACK": "fake", "MONGO_URI": "http://db", "TRANSCRIPT_FILE": "no"}
+        )
+    assert "MONGO_URI='http://db' must start with mongodb or mongodb+srv://" in str(err.value)
+    with pytest.raises(SettingsError, match="TRANSCRIPT_FILE=false needs MONGO_URI"):
+        load_agent_settings({**LIVEKIT, "AGENT_STACK": "fake", "TRANSCRIPT_FILE": "false"})

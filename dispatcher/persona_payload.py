@@ -186,6 +186,9 @@ def _cut(text: str, max_bytes: int) -> tuple[str, bool]:
     return f"{head}\n{TRUNCATED_MARKER}", True
 
 
+GENERIC_GREETING = "Hello! How can I help you today?"
+
+
 def _text(value: Any, max_bytes: int = LINE_MAX_BYTES) -> str | None:
     if isinstance(value, str) and value.strip():
         return _cut(value.strip(), max_bytes)[0]
@@ -386,6 +389,7 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
     instructions, truncated = compose_instructions(personality, full_config, limits)
     if not instructions:
         raise PersonaPayloadError("persona has neither personality nor behaviour config")
+    name = _text(persona.get("name", "personaName") or agent.get("name"), WORD_MAX_BYTES)
     welcome, closing = _messages(first("messages"))
     if welcome is None:
         welcome = _text(first("welcomeMessage", "greeting"))
@@ -397,13 +401,19 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
     return Persona(
         instructions=instructions,
         persona_id=_word(persona.get("id", "_id", "personaId") or agent.get("personaId")),
-        name=_text(persona.get("name", "personaName") or agent.get("name"), WORD_MAX_BYTES),
-        welcome=welcome,
+        name=name,
+        welcome=welcome or greeting_for(name),
         closing=closing,
         voice=_voice(first("voice", "voiceId", "ttsVoice")),
         language=_word(language) if isinstance(language, str) else None,
         truncated=truncated,
     )
+
+
+def greeting_for(name: str | None) -> str:
+    """The welcome line of a persona whose CRM record has none: the caller hears the persona
+    greet them at once rather than wait for the model to make a greeting up."""
+    return f"Hello! This is {name}. How can I help you today?" if name else GENERIC_GREETING
 
 
 def parse_persona_body(body: bytes, limits: PersonaLimits = PersonaLimits()) -> Persona:

@@ -146,41 +146,58 @@ def configure_logging(
     field, of our events and of stdlib records alike, unless `unmasked` (LOG_UNMASKED): those of
     `phone_region`'s numbering plan (the deployment's), or without one every run of digits.
     """
-    stream = stream or sys.stdout
     numeric = _LEVELS.get(level, 20)
     shared = [*_shared_processors(), _add_service(service)]
-    if fmt == "console":
-        renderer: Any = structlog.dev.ConsoleRenderer(colors=False)
-    else:
-        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     # Last before rendering: after the exception is formatted, which may quote a number too.
-    redaction = [] if unmasked else [NumberRedaction(phone_region)]
+    output = [*([] if unmasked else [NumberRedaction(phone_region)]), _renderer(fmt)]
+    stream = stream or sys.stdout
+    _configure_structlog(shared, output, numeric, stream, through_stdlib, cache)
+    _route_stdlib_records(shared, output, numeric, stream)
 
+
+def _renderer(fmt: str) -> Any:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+
+
+def _configure_structlog(
+    shared: list[Any],
+    output: list[Any],
+    level: int,
+    stream: TextIO,
+    through_stdlib: bool,
+    cache: bool,
+) -> None:
+    """Our own events: rendered here and written to `stream`, or handed to stdlib logging (whose
+    handler renders them) when `through_stdlib`."""
     if through_stdlib:
-        structlog.configure(
-            processors=[
-                *shared,
-                structlog.processors.format_exc_info,
-                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(numeric),
-            logger_factory=structlog.stdlib.LoggerFactory(),
-            cache_logger_on_first_use=cache,
-        )
+        processors = [
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ]
+        factory: Any = structlog.stdlib.LoggerFactory()
     else:
-        structlog.configure(
-            processors=[*shared, structlog.processors.format_exc_info, *redaction, renderer],
-            wrapper_class=structlog.make_filtering_bound_logger(numeric),
-            logger_factory=structlog.WriteLoggerFactory(file=stream),
-            cache_logger_on_first_use=cache,
-        )
+        processors = [*shared, structlog.processors.format_exc_info, *output]
+        factory = structlog.WriteLoggerFactory(file=stream)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=factory,
+        cache_logger_on_first_use=cache,
+    )
+
+
+def _route_stdlib_records(shared: list[Any], output: list[Any], level: int, stream: TextIO) -> None:
+    """Stdlib records (libraries', and the agent's forwarded ones) rendered as our events are: one
+    root handler, replacing any earlier one."""
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_forwarded_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            *redaction,
-            renderer,
+            *output,
         ],
     )
     handler = logging.StreamHandler(stream)
@@ -189,10 +206,10 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(numeric)
+    root.setLevel(level)
     # aiohttp's access log duplicates `webhook.received`; keep library chatter at warning.
     for noisy in ("aiohttp.access", "asyncio", "livekit"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def _drop_forwarded_message(

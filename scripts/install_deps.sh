@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need, idempotently:
-#   - a virtualenv in .venv with the project and its dev extras;
+#   - a virtualenv in .venv with the project and the locked versions of its dev extras;
 #   - the pinned livekit-server, built once with `go install` and cached outside the checkout;
 #   - for SIP calls and scaling out: Debian's redis-server, sipp (sip-tester), haproxy and the cgo
 #     libraries livekit-sip links (apt-get, as root, only when one is missing), and the pinned
@@ -21,11 +21,13 @@ mkdir -p "$cache/bin"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   started=$SECONDS
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e ".[dev]"
+  # The locked versions (requirements/dev.lock, from scripts/lock.sh), then the project over them.
+  .venv/bin/pip install --quiet --require-hashes -r requirements/dev.lock
+  .venv/bin/pip install --quiet --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"
   echo "installed the Python environment in $((SECONDS - started)) s" >&2

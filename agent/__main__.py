@@ -104,6 +104,12 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
         stack=settings.stack,
         livekit_url=settings.livekit.url,
     )
+    if settings.stack == "fake":
+        log.warning(
+            "worker.fake_stack",
+            hint="calls are answered by scripted lines and a tone, no model: set AGENT_STACK "
+            "(openai-realtime or pipeline) and its API keys for a real conversation",
+        )
     return asyncio.run(serve(build(settings), settings))
 
 

@@ -122,6 +122,10 @@ class Settings:
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
+    # An optional second listener for /metrics and /readyz's detail (webhooks/admin.py), so that
+    # the webhook port can face LiveKit alone. None: /metrics on the webhook port.
+    admin_host: str = setting("ADMIN_HOST", "127.0.0.1", text)
+    admin_port: int | None = setting("ADMIN_PORT", None, integer(minimum=1, maximum=65535))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))
     # None (PERSONA_API_BASE=off): files and default only.
     persona_api_base: str | None = setting(

@@ -299,7 +299,7 @@ async def test_readiness_checks_livekit_at_most_every_few_seconds(
     fake_lk.fail["ListRooms"] = 500
     answers = [await client.get("/readyz") for _ in range(3)]
     assert [r.status for r in answers] == [503, 503, 503]
-    assert (await answers[0].json())["reason"].startswith("livekit: list_rooms")
+    assert (await answers[0].json())["reason"] == "livekit"
     assert fake_lk.calls == ["ListRooms"]
 
 

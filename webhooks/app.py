@@ -13,6 +13,7 @@ from config.settings import Settings
 from dispatcher.livekit_api import check_access
 from dispatcher.service import build_reconciler, open_clients
 from webhooks import handlers
+from webhooks.admin import admin_listener
 from webhooks.keys import CALL_SETUP, METRICS, PERSONA_STORE, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
 from webhooks.readiness import READY_CHECK_S, Readiness
@@ -66,5 +67,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/webhooks/livekit", handlers.livekit_webhook)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
+    if settings.admin_port is None:
+        app.router.add_get("/metrics", handlers.metrics)
+    else:
+        app.cleanup_ctx.append(admin_listener)
     return app

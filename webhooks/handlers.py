@@ -23,8 +23,9 @@ from webhooks.keys import (
     READINESS,
     RECEIVER,
     SETTINGS,
+    TOKEN_VERIFIER,
 )
-from webhooks.verify import verify_webhook
+from webhooks.verify import check_token, verify_webhook
 
 log = get_logger(__name__)
 
@@ -42,6 +43,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].webhook_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    check_token(request.app[TOKEN_VERIFIER], request.headers.get("Authorization"))
     body = await request.read()
     event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
     request[EVENT_TYPE] = event.event

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import socket
+from pathlib import Path
 
 import pytest
 
 from devstack.processes import free_port
-from scripts.dev import Ports, in_networks, parse_args, ports_taken, rtp_range
+from scripts.dev import Ports, in_networks, parse_args, ports_taken, rtp_range, shown
 
 pytestmark = pytest.mark.unit
 
@@ -40,3 +41,13 @@ def test_a_port_held_by_another_process_is_named() -> None:
         port = held.getsockname()[1]
         ports = Ports(dispatcher=port, livekit=free_port(), sip=None, rtp=None, redis=None)
         assert f"dispatcher {port}" in ports_taken(ports)
+
+
+def test_paths_are_shown_as_typed_in_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the command prints is the same for every checkout (the README shows it)."""
+    monkeypatch.chdir(tmp_path)
+    assert shown(tmp_path / "var" / "log" / "dev") == "var/log/dev"
+    assert shown(Path("var/dev.env")) == "var/dev.env"
+    assert shown(Path("/elsewhere/dev.env")) == "/elsewhere/dev.env"

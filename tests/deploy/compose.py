@@ -78,7 +78,7 @@ class ComposeProject:
         (self.workdir / ".env").write_text(text)
 
     def compose(
-        self, *args: str, timeout: float = 120, check: bool = True
+        self, *args: str, timeout: float = 120, check: bool = True, stdin_text: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         argv = ["docker", "compose", "-p", self.name]
         for f in self.files:
@@ -89,7 +89,8 @@ class ComposeProject:
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=stdin_text,
+            stdin=subprocess.DEVNULL if stdin_text is None else None,
         )
         if check and done.returncode != 0:
             raise ComposeError(
@@ -167,9 +168,13 @@ class ComposeProject:
         """The JSON log events named `event` that `service` has written so far."""
         return read_log_events(self.save_logs(service), event=event, **match)
 
-    def exec(self, service: str, *argv: str, timeout: float = 120) -> str:
+    def exec(
+        self, service: str, *argv: str, timeout: float = 120, stdin_text: str | None = None
+    ) -> str:
         """What `docker compose exec -T service argv...` prints (it must exit 0)."""
-        return self.compose("exec", "-T", service, *argv, timeout=timeout).stdout
+        return self.compose(
+            "exec", "-T", service, *argv, timeout=timeout, stdin_text=stdin_text
+        ).stdout
 
     def transcript(self, room: str) -> list[dict[str, Any]]:
         """The agent's transcript records of `room`, read from the named volume as the README

@@ -6,6 +6,7 @@ caller's persona; the transcript on the named volume; `persona-dispatch-call --d
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +74,23 @@ def test_first_run_agent_says_which_stack_answers(stack: ComposeProject) -> None
     assert stack.inspect("persona-agent")["RestartCount"] == 0
 
 
+def test_the_image_declares_no_volume(stack: ComposeProject) -> None:
+    """A VOLUME in the image gives every `docker compose run` an anonymous volume of its own;
+    what the services write goes on the named volume the compose file mounts."""
+    image = stack.inspect("persona-agent")["Image"]
+    config = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Volumes}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert config == "null", config
+    mounts = stack.inspect("persona-agent")["Mounts"]
+    assert [(m["Type"], m["Destination"]) for m in mounts] == [
+        ("volume", "/var/lib/persona-dispatcher")
+    ]
+
+
 def test_a_sip_call_is_answered_in_the_callers_persona(stack: ComposeProject) -> None:
     """A call from 8655701159 to the trunk number is answered; its persona comes from the
     user-mapping file at once (the CRM is off in the stack), and the agent greets with it; the
@@ -86,6 +104,11 @@ def test_a_sip_call_is_answered_in_the_callers_persona(stack: ComposeProject) ->
     assert not stack.events("persona-dispatcher", "persona.api_failed", room=room)
     lines = stack.wait_for("the welcome in the transcript", lambda: spoken_lines(stack, room), 30)
     assert " ".join(lines)[: len(PRIYA.welcome or "")] == PRIYA.welcome
+    # The README's one command for a call's story: both services' logs into persona-logs.
+    logs = stack.logs_text("persona-dispatcher", "persona-agent")
+    story = stack.exec("persona-dispatcher", "persona-logs", "show", room, "-", stdin_text=logs)
+    assert "agent.dispatched" in story, story
+    assert "persona.applied" in story, story
 
 
 def test_dispatch_call_dry_run_answers_through_compose_exec(stack: ComposeProject) -> None:

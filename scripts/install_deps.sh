@@ -25,9 +25,11 @@ stamp=.venv/.installed-$(cat pyproject.toml requirements/dev.lock | sha256sum | 
 if [ ! -f "$stamp" ]; then
   started=$SECONDS
   .venv/bin/pip install --quiet --upgrade pip
-  # The locked versions (requirements/dev.lock, from scripts/lock.sh), then the project over them.
+  # The locked versions (requirements/dev.lock, from scripts/lock.sh), then the project over them
+  # (which installs nothing the lock satisfies; a dependency added to pyproject.toml but not yet
+  # locked still comes, and tests/test_lock.py says to run scripts/lock.sh).
   .venv/bin/pip install --quiet --require-hashes -r requirements/dev.lock
-  .venv/bin/pip install --quiet --no-deps -e .
+  .venv/bin/pip install --quiet -e ".[dev]"
   rm -f .venv/.installed-*
   touch "$stamp"
   echo "installed the Python environment in $((SECONDS - started)) s" >&2

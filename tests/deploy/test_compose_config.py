@@ -7,6 +7,7 @@ edit rebuilds no dependency."""
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -181,3 +182,22 @@ def test_a_code_edit_reinstalls_no_dependency(project: ComposeProject) -> None:
     assert install is not None, log[-3000:]
     assert f"#{install.group(1)} CACHED" in log, log[-3000:]
     assert re.search(r"RUN pip install --no-cache-dir --no-deps \.", log), log[-3000:]
+
+
+def test_livekit_sip_gets_its_config_where_its_image_reads_it(project: ComposeProject) -> None:
+    """The image's entrypoint names its config file (`--config=...`); the compose file must mount
+    config/sip.yaml there (an environment variable is overridden by the flag)."""
+    services = rendered(project)
+    image = services["livekit-sip"]["image"]
+    entrypoint = orjson.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Entrypoint}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    [flag] = [arg for arg in entrypoint if arg.startswith("--config=")]
+    mounts = {v["target"]: v["source"] for v in services["livekit-sip"]["volumes"]}
+    assert flag.removeprefix("--config=") in mounts, (entrypoint, mounts)
+    assert mounts[flag.removeprefix("--config=")] == str(project.workdir / "config" / "sip.yaml")

@@ -41,6 +41,24 @@ def require_engine() -> None:
             raise RuntimeError(f"`{' '.join(argv[1:])}` failed: run tests/deploy/install_engine.sh")
 
 
+def remove_test_stacks(prefix: str = "persona-deploy-") -> list[str]:
+    """Remove the containers of every test project (`-p {prefix}...`) a previous run left, which
+    the engine restarts when it starts (`restart: unless-stopped`) and which hold the stack's
+    fixed host ports; the names of the projects removed."""
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project"}}'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = [line.split() for line in listed.splitlines() if len(line.split()) == 2]
+    stale = [(cid, project) for cid, project in found if project.startswith(prefix)]
+    if stale:
+        ids = [cid for cid, _ in stale]
+        subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True, check=True)
+    return sorted({project for _, project in stale})
+
+
 def copy_checkout(dest: Path) -> Path:
     """The files of the checkout that a clone would have (plus new, unignored ones) under `dest`."""
     listed = subprocess.run(
@@ -130,6 +148,11 @@ class ComposeProject:
     def down(self) -> None:
         """Stop and remove the containers and the named volume (what `down -v` removes)."""
         self.compose("down", "-v", "--remove-orphans", "--timeout", "30", timeout=300)
+
+    def start_clean(self) -> None:
+        """Before `up`: nothing of this project or of another test project's previous run."""
+        remove_test_stacks()
+        self.down()
 
     def states(self) -> dict[str, dict[str, Any]]:
         """Each service's container, as `docker compose ps -a` reports it, by service."""

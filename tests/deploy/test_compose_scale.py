@@ -22,7 +22,7 @@ def scaled() -> Iterator[ComposeProject]:
     project = ComposeProject(
         "persona-deploy-scale", files=("docker-compose.yml", "docker-compose.scale.yml")
     )
-    project.down()
+    project.start_clean()
     project.write_env(AGENT_MAX_JOBS="50")
     try:
         project.up()

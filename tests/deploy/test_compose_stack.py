@@ -24,7 +24,7 @@ pytestmark = pytest.mark.deploy
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ComposeProject]:
     project = ComposeProject("persona-deploy-test")
-    project.down()  # a previous run's, if it was interrupted
+    project.start_clean()  # a previous run's stacks, if one was interrupted
     # No API key and no AGENT_STACK: the first run as the README describes it. Only the agent's
     # capacity by job count: CPU load says little on a busy two-core CI machine (as in e2e).
     project.write_env(AGENT_MAX_JOBS="50")

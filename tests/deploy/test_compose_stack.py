@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from tests.deploy.calls import LONG_CALL_S, dispatched_rooms, finish, new_room, place_call
-from tests.deploy.compose import ComposeProject
+from tests.deploy.compose import LOG_DIR, ComposeProject
 from tests.harness.fixture_personas import PRIYA
 from tests.harness.sipp import TEST_CALLER
+from tests.harness.timings import record_timings
 
 pytestmark = pytest.mark.deploy
 
@@ -99,6 +100,7 @@ def test_a_sip_call_is_answered_in_the_callers_persona(stack: ComposeProject) ->
     result = finish(place_call(3.0))
     assert result.successful == 1, result.summary() + stack.logs_text("livekit-sip", tail=30)
     room = new_room(stack, before)
+    record_timings(LOG_DIR, "compose call", ring_ms=result.ring_times_ms())
     [resolved] = stack.events("persona-dispatcher", "persona.resolved", room=room)
     assert (resolved["status"], resolved["persona_id"]) == ("file", "prs_3001")
     assert not stack.events("persona-dispatcher", "persona.api_failed", room=room)

@@ -72,6 +72,8 @@ def test_first_run_agent_says_which_stack_answers(stack: ComposeProject) -> None
     assert starting["stack"] == "fake"
     [warning] = stack.events("persona-agent", "worker.fake_stack")
     assert "AGENT_STACK" in warning["hint"]
+    # Healthy only once LiveKit registered it: a call placed from then on reaches it.
+    assert stack.events("persona-agent", "worker.registered")
     assert stack.inspect("persona-agent")["RestartCount"] == 0
 
 

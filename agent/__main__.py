@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, MutableMapping
+from pathlib import Path
 
 from livekit.agents import AgentServer
 
@@ -50,9 +51,25 @@ def apply_framework_defaults(environ: MutableMapping[str, str]) -> None:
         environ.setdefault(name, value)
 
 
+def mark_registration(server: AgentServer, registered_file: Path | None) -> None:
+    """Remove `registered_file` (a previous run's), and write the worker's id to it once LiveKit
+    has registered the worker: from then on a dispatch reaches it."""
+    if registered_file is None:
+        return
+    registered_file.unlink(missing_ok=True)
+
+    def registered(worker_id: str, _server_info: object) -> None:
+        registered_file.parent.mkdir(parents=True, exist_ok=True)
+        registered_file.write_text(worker_id + "\n")
+        log.info("worker.registered", worker_id=worker_id, registered_file=str(registered_file))
+
+    server.on("worker_registered", registered)
+
+
 async def serve(server: AgentServer, settings: AgentSettings) -> int:
     """Run `server` until a signal (then drain and close) or until it fails."""
     loop = asyncio.get_running_loop()
+    mark_registration(server, settings.registered_file)
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -116,6 +133,12 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
         stack=settings.stack,
         livekit_url=settings.livekit.url,
     )
+    if settings.stack == "fake":
+        log.warning(
+            "worker.fake_stack",
+            hint="calls are answered by scripted lines and a tone, no model: set AGENT_STACK "
+            "(openai-realtime or pipeline) and its API keys for a real conversation",
+        )
     return asyncio.run(serve(build(settings), settings))
 
 

@@ -23,4 +23,9 @@ llm.ChatContext.empty().add_message(role="system", content="warming")
 # The TLS context of a job's http session, parsed from the whole CA bundle: ~40 ms of CPU. Every
 # job pays it, as livekit-agents builds the session at the job's end only to close it; the
 # context is cached per process (`functools.cache`), so building it here shares it with all.
-http_context._create_ssl_context()
+# livekit-agents has no public call for it: its private builder is looked up, and skipped if it
+# moved (the warm-up is an optimisation); tests/agent/test_warmup.py fails loudly when it does.
+SSL_CONTEXT_BUILDER = "_create_ssl_context"
+_build_ssl_context = getattr(http_context, SSL_CONTEXT_BUILDER, None)
+if _build_ssl_context is not None:
+    _build_ssl_context()

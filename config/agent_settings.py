@@ -128,6 +128,9 @@ class AgentSettings:
     # shared or small machine where CPU use says little about call capacity, and takes a burst.
     max_jobs: int = setting("AGENT_MAX_JOBS", 0, integer(minimum=0))
     drain_timeout_s: int = setting("AGENT_DRAIN_TIMEOUT_S", 600, integer(minimum=1))
+    # Written (with the worker's id) once LiveKit has registered the worker, removed at start: a
+    # container's healthcheck looks for it, as livekit-agents' own health answers OK before.
+    registered_file: Path | None = setting("AGENT_REGISTERED_FILE", None, path)
 
 
 def load_agent_settings(env: Mapping[str, str] | None = None) -> AgentSettings:

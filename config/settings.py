@@ -186,6 +186,10 @@ class Settings:
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
+    # An optional second listener for /metrics and /readyz's detail (webhooks/admin.py), so that
+    # the webhook port can face LiveKit alone. None: /metrics on the webhook port.
+    admin_host: str = setting("ADMIN_HOST", "127.0.0.1", text)
+    admin_port: int | None = setting("ADMIN_PORT", None, integer(minimum=1, maximum=65535))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))
     # On SIGTERM: how long the process keeps listening, answering /readyz and new webhooks 503,
     # before it closes its port; at least one health-check period of the balancer in front.

@@ -159,6 +159,15 @@ def ports_taken(p: Ports) -> list[str]:
     return taken
 
 
+def shown(path: Path) -> str:
+    """`path` as a developer types it: relative to the working directory when under it (what the
+    command prints is the same for every checkout), else whole."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def dial_instructions(sip: LiveKitSip, setup: SetupResult) -> str:
     """What to put in a softphone (Zoiper) to call this stack."""
     trunk = load_trunk()
@@ -297,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{'not started' if args.agent_stack == 'none' else 'registered'}\n"
             f"{sip_lines}"
             f"metrics         {metrics_lines(dispatcher_url, livekit, sip)}\n"
-            f"logs            {logs}/\n"
-            f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {args.env_file} "
+            f"logs            {shown(logs)}/\n"
+            f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {shown(args.env_file)} "
             f"--number {TEST_NUMBER}\n"
             "Ctrl-C stops everything.",
             flush=True,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need, idempotently:
-#   - a virtualenv in .venv with the project and its dev extras;
+#   - a virtualenv in .venv with the project and the locked versions of its dev extras;
 #   - the pinned livekit-server, built once with `go install` and cached outside the checkout;
 #   - the pinned FerretDB (the tests' MongoDB), built from the Go module proxy, cached too;
 #   - for SIP calls and scaling out: Debian's redis-server, sipp (sip-tester), haproxy and the cgo
@@ -22,10 +22,14 @@ mkdir -p "$cache/bin"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   started=$SECONDS
   .venv/bin/pip install --quiet --upgrade pip
+  # The locked versions (requirements/dev.lock, from scripts/lock.sh), then the project over them
+  # (which installs nothing the lock satisfies; a dependency added to pyproject.toml but not yet
+  # locked still comes, and tests/test_lock.py says to run scripts/lock.sh).
+  .venv/bin/pip install --quiet --require-hashes -r requirements/dev.lock
   .venv/bin/pip install --quiet -e ".[dev]"
   rm -f .venv/.installed-*
   touch "$stamp"

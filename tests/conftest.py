@@ -158,7 +158,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(MARKED_DIRECTORIES[parts[0]])
 
 
-SUMMARY_MARKERS = ("unit", "service", "integration", "distributed", "livekit_sip", "e2e")
+SUMMARY_MARKERS = ("unit", "service", "integration", "distributed", "livekit_sip", "e2e", "deploy")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import socket
+from pathlib import Path
 
 import pytest
 
 from devstack.processes import free_port
-from scripts.dev import Ports, in_networks, parse_args, ports_taken, rtp_range
+from scripts.dev import Ports, in_networks, parse_args, ports_taken, rtp_range, shown
 
 pytestmark = pytest.mark.unit
 
@@ -54,3 +55,13 @@ def test_a_metrics_port_held_by_another_process_is_named() -> None:
 def test_defaults_serve_livekits_metrics_on_6789_and_6790() -> None:
     args = parse_args([])
     assert (args.livekit_metrics_port, args.sip_metrics_port) == (6789, 6790)
+
+
+def test_paths_are_shown_as_typed_in_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the command prints is the same for every checkout (the README shows it)."""
+    monkeypatch.chdir(tmp_path)
+    assert shown(tmp_path / "var" / "log" / "dev") == "var/log/dev"
+    assert shown(Path("var/dev.env")) == "var/dev.env"
+    assert shown(Path("/elsewhere/dev.env")) == "/elsewhere/dev.env"

@@ -73,7 +73,7 @@ def test_committed_example_configs_are_what_the_renderers_produce() -> None:
 def test_example_server_config_has_redis_and_the_dispatcher_webhook() -> None:
     files = {p.name: t for p, t in example_files().items()}
     server = orjson.loads(files["livekit.yaml"].split("\n", 1)[1])
-    assert server["redis"] == {"address": "127.0.0.1:6379"}
+    assert server["redis"] == {"address": "127.0.0.1:6380"}
     assert server["webhook"]["urls"] == [WEBHOOK_URL]
     assert WEBHOOK_URL == "http://127.0.0.1:8080/webhooks/livekit"
     sip = orjson.loads(files["sip.yaml"].split("\n", 1)[1])

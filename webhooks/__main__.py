@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import uvloop
-
 from config.settings import SettingsError, load_settings
 from telemetry.logs import configure_logging, get_logger
 from webhooks.app import create_app
 from webhooks.server import serve
+
+
+def install_fast_loop() -> bool:
+    """uvloop, which roughly halves the event loop's share of each webhook's CPU time, where it
+    is installed (a dependency except on Windows: pyproject.toml); asyncio's own loop elsewhere.
+    Whether uvloop runs."""
+    try:
+        import uvloop
+    except ImportError:
+        get_logger(__name__).info("service.uvloop_unavailable", loop="asyncio")
+        return False
+    uvloop.install()
+    return True
 
 
 def main() -> None:
@@ -35,8 +46,7 @@ def main() -> None:
         persona_api=settings.persona_api_base or "off",
         lookup=",".join(settings.persona_lookup),
     )
-    # uvloop roughly halves the event loop's share of each webhook's CPU time.
-    uvloop.install()
+    install_fast_loop()
     asyncio.run(serve(app, settings.host, settings.port, settings.drain_grace_s))
 
 

@@ -13,7 +13,18 @@ from config.settings import Settings
 from dispatcher.livekit_api import check_access
 from dispatcher.service import build_reconciler, default_persona, open_clients
 from webhooks import handlers
-from webhooks.keys import CALL_SETUP, METRICS, PERSONA_STORE, READINESS, RECEIVER, SETTINGS
+from webhooks.admin import admin_listener
+from webhooks.keys import (
+    CALL_SETUP,
+    METRICS,
+    PERSONA_STORE,
+    READINESS,
+    RECEIVER,
+    SETTINGS,
+    TOKEN_VERIFIER,
+    UNAUTHORIZED_LOG,
+)
+from webhooks.log_sampler import LogSampler
 from webhooks.middleware import error_middleware
 from webhooks.readiness import READY_CHECK_S, Readiness
 
@@ -24,9 +35,10 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
         app[CALL_SETUP] = clients.setup
         app[METRICS] = clients.metrics
         app[PERSONA_STORE] = clients.store
-        app[RECEIVER] = api.WebhookReceiver(
-            api.TokenVerifier(settings.livekit.api_key, settings.livekit.api_secret)
+        verifier = app[TOKEN_VERIFIER] = api.TokenVerifier(
+            settings.livekit.api_key, settings.livekit.api_secret
         )
+        app[RECEIVER] = api.WebhookReceiver(verifier)
         readiness = app[READINESS] = Readiness(
             # Bounded below a balancer's health-check timeout (config/haproxy.cfg: 3 s).
             functools.partial(
@@ -68,10 +80,14 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.webhook_max_bytes, middlewares=[error_middleware]
     )
     app[SETTINGS] = settings
+    app[UNAUTHORIZED_LOG] = LogSampler()
     app.cleanup_ctx.append(_clients)
     app.on_shutdown.append(_start_draining)
     app.router.add_post("/webhooks/livekit", handlers.livekit_webhook)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
+    if settings.admin_port is None:
+        app.router.add_get("/metrics", handlers.metrics)
+    else:
+        app.cleanup_ctx.append(admin_listener)
     return app

@@ -22,8 +22,9 @@ from webhooks.keys import (
     READINESS,
     RECEIVER,
     SETTINGS,
+    TOKEN_VERIFIER,
 )
-from webhooks.verify import verify_webhook
+from webhooks.verify import check_token, verify_webhook
 
 log = get_logger(__name__)
 
@@ -41,6 +42,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].webhook_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    check_token(request.app[TOKEN_VERIFIER], request.headers.get("Authorization"))
     body = await request.read()
     event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
     request[EVENT_TYPE] = event.event
@@ -111,14 +113,26 @@ async def healthz(_: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: a call can be set up now (LiveKit answers with our keys, not draining). Also
     says which persona cache serves: `local`, `shared`, or `shared_unavailable` (Redis down:
-    calls still work, each replica asking the CRM on its own)."""
+    calls still work, each replica asking the CRM on its own). Why not ready in one word
+    (`starting`, `draining`, `livekit`): LiveKit's own error text stays in the log
+    (`service.not_ready`) and on the admin listener (`readyz_detail`)."""
+    return await _readiness_answer(request, detail=False)
+
+
+async def readyz_detail(request: web.Request) -> web.Response:
+    """`/readyz` of the admin listener: the same, with the whole reason."""
+    return await _readiness_answer(request, detail=True)
+
+
+async def _readiness_answer(request: web.Request, *, detail: bool) -> web.Response:
     readiness = request.app.get(READINESS)
     reason = "starting" if readiness is None else await readiness.not_ready_because()
     store = request.app.get(PERSONA_STORE)
     cache = store.state() if store is not None else None
     if reason is not None:
+        shown = reason if detail else reason.split(":", 1)[0]
         return web.json_response(
-            {"ready": False, "reason": reason, "persona_cache": cache}, status=503
+            {"ready": False, "reason": shown, "persona_cache": cache}, status=503
         )
     return web.json_response({"ready": True, "persona_cache": cache})
 

@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound
 from telemetry.logs import get_logger
-from webhooks.keys import ANSWER, EVENT_TYPE, METRICS
+from webhooks.keys import ANSWER, EVENT_TYPE, METRICS, UNAUTHORIZED_LOG
 from webhooks.readiness import ServiceDraining
 from webhooks.verify import WebhookAuthError, WebhookPayloadError
 
@@ -27,6 +27,23 @@ def _reject(request: web.Request, status: int, reason: str, started: float) -> w
     return web.json_response({"error": reason}, status=status)
 
 
+def _unauthorized(request: web.Request, reason: str, started: float) -> web.Response:
+    """401, logged at most once per interval (`suppressed`: how many were not logged before it):
+    anyone who reaches the port can send these. The webhooks metric counts every one."""
+    sampler = request.app.get(UNAUTHORIZED_LOG)
+    suppressed = sampler.sample() if sampler is not None else 0
+    if suppressed is not None:
+        log.warning(
+            "webhook.rejected",
+            status=401,
+            reason=reason,
+            duration_ms=_ms(started),
+            suppressed=suppressed,
+        )
+    request[ANSWER] = _ANSWERS[401]
+    return web.json_response({"error": reason}, status=401)
+
+
 _ANSWERS = {400: "bad_request", 401: "unauthorized", 413: "too_large", 503: "draining"}
 
 
@@ -37,7 +54,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except WebhookAuthError as e:
-        return _reject(request, 401, f"unauthorized: {e}", started)
+        return _unauthorized(request, f"unauthorized: {e}", started)
     except WebhookPayloadError as e:
         return _reject(request, 400, f"bad request: {e}", started)
     except web.HTTPRequestEntityTooLarge:

@@ -49,3 +49,18 @@ def test_warmup_builds_the_job_sessions_tls_context() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["0", "1"]
+
+
+def test_the_private_tls_builder_the_warmup_calls_is_still_there() -> None:
+    """agent.warmup calls livekit-agents' private TLS builder (there is no public one) and skips
+    it when it has moved, so that the worker still starts: this test is what fails then."""
+    from livekit.agents.utils import http_context
+
+    from agent.warmup import SSL_CONTEXT_BUILDER
+
+    build = getattr(http_context, SSL_CONTEXT_BUILDER, None)
+    assert build is not None, (
+        f"livekit.agents.utils.http_context.{SSL_CONTEXT_BUILDER} is gone: find how this "
+        "livekit-agents release builds its http session's TLS context and warm that up instead"
+    )
+    assert build() is build(), "no longer cached per process: warming it up shares nothing"

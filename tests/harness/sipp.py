@@ -8,7 +8,6 @@ statistics (-trace_stat) and, per call, the INVITE -> 200 OK time from the scena
 from __future__ import annotations
 
 import csv
-import shutil
 import signal
 import socket
 import tempfile
@@ -83,6 +82,17 @@ class SippResult:
         )
 
 
+PLAY_AUDIO = f'<exec play_pcap_audio="{RTP_PCAP}"/>'
+
+
+def scenario_text(play_audio: bool = True) -> str:
+    """uac_call.xml, without its RTP when not `play_audio`."""
+    text = SCENARIO.read_text()
+    if PLAY_AUDIO not in text:
+        raise RuntimeError(f"{SCENARIO.name} no longer plays {RTP_PCAP}")
+    return text if play_audio else text.replace(PLAY_AUDIO, "")
+
+
 def write_injection(path: Path, calls: Sequence[Call]) -> Path:
     """sipp's -inf file: SEQUENTIAL, then `caller;dialled;` per call (field0, field1)."""
     lines = ["SEQUENTIAL"] + [f"{c.caller};{c.dialled};" for c in calls]
@@ -138,10 +148,12 @@ class SippRun:
     """One sipp process placing `calls` to livekit-sip at `host:port`, started in the background.
 
     `concurrent` calls at most at once, started at `rate` per second; each call plays RTP for
-    `rtp_seconds` after the answer, then hangs up. `timeout` bounds the whole run (sipp's own
-    -timeout, and the wait here). `nice` runs sipp at that scheduling priority: a real phone is
-    another device, but sipp shares the machine, and starved of CPU in a burst its watchdog trips
-    and it misses the 200 OK it should ACK (negative values need root).
+    `rtp_seconds` after the answer, then hangs up (`play_audio=False`: the call stays silent for
+    that time; then sipp sends nothing to the media address livekit-sip announces, which is the
+    host's LAN address when livekit-sip listens on every interface). `timeout` bounds the whole
+    run (sipp's own -timeout, and the wait here). `nice` runs sipp at that scheduling priority: a
+    real phone is another device, but sipp shares the machine, and starved of CPU in a burst its
+    watchdog trips and it misses the 200 OK it should ACK (negative values need root).
     """
 
     host: str
@@ -153,6 +165,7 @@ class SippRun:
     timeout: float = 240.0
     workdir: Path | None = None
     nice: int | None = None
+    play_audio: bool = True
     process: ManagedProcess | None = None
     _started: float = 0.0
     _out: Path | None = field(default=None, repr=False)
@@ -164,7 +177,8 @@ class SippRun:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="sipp-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        scenario = shutil.copy(SCENARIO, self.workdir / SCENARIO.name)
+        scenario = self.workdir / SCENARIO.name
+        scenario.write_text(scenario_text(self.play_audio))
         inf = write_injection(self.workdir / "calls.csv", self.calls)
         self._out = self.workdir / "sipp.out"
         # Only loopback: -i and -mi pin the SIP and RTP addresses sipp announces and binds.

@@ -13,6 +13,7 @@ from dispatcher.call_rooms import call_setup_mode, sets_up_on_start
 from dispatcher.call_setup import CallJoin
 from dispatcher.caller import call_id_of, party_of
 from telemetry.logs import get_logger
+from telemetry.timing import ms_since
 from webhooks.keys import (
     ANSWER,
     CALL_SETUP,
@@ -31,13 +32,42 @@ log = get_logger(__name__)
 SIP = api.ParticipantInfo.Kind.SIP
 
 
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
 async def livekit_webhook(request: web.Request) -> web.Response:
     """`POST /webhooks/livekit`: verify, route, and answer once the call's dispatch exists."""
     started = time.perf_counter()
+    event, size = await _verified_event(request)
+    request[EVENT_TYPE] = event.event
+    _bind_event_context(event)
+    log.info(
+        "webhook.received",
+        event_type=event.event,
+        participant_kind=api.ParticipantInfo.Kind.Name(event.participant.kind)
+        if event.HasField("participant")
+        else None,
+        bytes=size,
+    )
+    if _room_is_over(event):
+        return _release(request, event)
+    call = _call_to_set_up(request, event)
+    if call is None:
+        return _ignore(request, event)
+    # The caller's join after a set-up begun with the room shares that set-up (SetupGuard).
+    result = await request.app[CALL_SETUP].handle_join(call)
+    request[ANSWER] = "dispatched" if result.dispatched else result.reason
+    return web.json_response(
+        {
+            "status": request[ANSWER],
+            "dispatch_id": result.dispatch_id,
+            "persona_status": result.status,
+            "persona_source": result.source,
+            "duration_ms": ms_since(started),
+        }
+    )
+
+
+async def _verified_event(request: web.Request) -> tuple[api.WebhookEvent, int]:
+    """The webhook's event and its body's size, once size, token and body hash are checked (413,
+    401, 400), and never while draining (503). The token is checked before the body is read."""
     request.app[READINESS].refuse_if_draining()
     limit = request.app[SETTINGS].webhook_max_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -45,61 +75,56 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     check_token(request.app[TOKEN_VERIFIER], request.headers.get("Authorization"))
     body = await request.read()
     event = verify_webhook(request.app[RECEIVER], body, request.headers.get("Authorization"))
-    request[EVENT_TYPE] = event.event
+    return event, len(body)
+
+
+def _bind_event_context(event: api.WebhookEvent) -> None:
+    """Every later log line of this request names the event, its room and its call."""
     has_participant = event.HasField("participant")
-    participant = event.participant
     structlog.contextvars.bind_contextvars(
         event_id=event.id,
         room=event.room.name or None,
-        call_id=call_id_of(party_of(participant)) if has_participant else None,
+        call_id=call_id_of(party_of(event.participant)) if has_participant else None,
     )
-    log.info(
-        "webhook.received",
-        event_type=event.event,
-        participant_kind=api.ParticipantInfo.Kind.Name(participant.kind)
-        if has_participant
-        else None,
-        bytes=len(body),
-    )
-    is_sip = has_participant and participant.kind == SIP
-    guard = request.app[CALL_SETUP]
 
-    call: CallJoin | None = None
-    if event.event == "participant_joined" and is_sip:
+
+def _is_sip(event: api.WebhookEvent) -> bool:
+    return event.HasField("participant") and event.participant.kind == SIP
+
+
+def _room_is_over(event: api.WebhookEvent) -> bool:
+    return (event.event == "participant_left" and _is_sip(event)) or event.event == "room_finished"
+
+
+def _call_to_set_up(request: web.Request, event: api.WebhookEvent) -> CallJoin | None:
+    """The call this event starts setting up: a SIP caller's join (unless the room's route turns
+    the set-up off), or a room whose name or metadata already names the caller."""
+    if event.event == "participant_joined" and _is_sip(event):
         if call_setup_mode(event.room.metadata) == "off":
-            # Another route's call (its dispatch rule sends its own agent).
-            log.info("webhook.ignored", event_type=event.event, reason="call set-up off")
-            request[ANSWER] = "ignored"
-            return web.json_response({"status": "ignored"})
-        call = CallJoin.of_webhook(event)
-    elif event.event == "room_started":
-        settings = request.app[SETTINGS]
-        if sets_up_on_start(
-            event.room.name, event.room.metadata, settings.persona_lookup, settings.numbers.plan
-        ):
-            call = CallJoin.of_room_started(event)
+            return None  # another route's call: its dispatch rule sends its own agent
+        return CallJoin.of_webhook(event)
+    settings = request.app[SETTINGS]
+    if event.event == "room_started" and sets_up_on_start(
+        event.room.name, event.room.metadata, settings.persona_lookup, settings.numbers.plan
+    ):
+        return CallJoin.of_room_started(event)
+    return None
 
-    if call is not None:
-        # The caller's join after a set-up begun with the room shares that set-up (SetupGuard).
-        result = await guard.handle_join(call)
-        request[ANSWER] = "dispatched" if result.dispatched else result.reason
-        return web.json_response(
-            {
-                "status": request[ANSWER],
-                "dispatch_id": result.dispatch_id,
-                "persona_status": result.status,
-                "persona_source": result.source,
-                "duration_ms": _ms(started),
-            }
-        )
 
-    if (event.event == "participant_left" and is_sip) or event.event == "room_finished":
-        released = guard.release(event.room.sid or event.room.name)
-        log.info("room.released", reason=event.event, held=released)
-        request[ANSWER] = "released"
-        return web.json_response({"status": "released", "held": released})
+def _release(request: web.Request, event: api.WebhookEvent) -> web.Response:
+    released = request.app[CALL_SETUP].release(event.room.sid or event.room.name)
+    log.info("room.released", reason=event.event, held=released)
+    request[ANSWER] = "released"
+    return web.json_response({"status": "released", "held": released})
 
-    reason = "not a SIP participant" if event.event.startswith("participant") else "event type"
+
+def _ignore(request: web.Request, event: api.WebhookEvent) -> web.Response:
+    if event.event == "participant_joined" and _is_sip(event):
+        reason = "call set-up off"
+    elif event.event.startswith("participant"):
+        reason = "not a SIP participant"
+    else:
+        reason = "event type"
     log.info("webhook.ignored", event_type=event.event, reason=reason)
     request[ANSWER] = "ignored"
     return web.json_response({"status": "ignored"})

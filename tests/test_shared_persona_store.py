@@ -20,6 +20,7 @@ from config.settings import Settings
 from contract.metadata import DEFAULT_PERSONA
 from devstack.processes import ROOT, free_port
 from devstack.services import RedisServer, start_redis
+from dispatcher.cache_windows import Windows
 from dispatcher.caller import DetectedNumber
 from dispatcher.lease import RedisLease
 from dispatcher.payload_parser import PayloadParser
@@ -68,6 +69,8 @@ class Replica:
         tmp: Path,
         *,
         ttl_s: float = 300,
+        revalidate_s: float = 0,
+        stale_s: float = 3600,
         prefix: str = "persona-dispatcher:",
         fetch_lock_s: float = 3,
     ) -> None:
@@ -80,9 +83,7 @@ class Replica:
         )
         self.store = SharedPersonaStore(
             self.redis,
-            PersonaCache(ttl_s=ttl_s, negative_ttl_s=30, max_size=100, max_bytes=1 << 20),
-            ttl_s=ttl_s,
-            negative_ttl_s=30,
+            PersonaCache(max_size=100, max_bytes=1 << 20),
             command_timeout_s=0.2,
             fetch_lock_s=fetch_lock_s,
             retention_s=3600,
@@ -98,6 +99,8 @@ class Replica:
             DEFAULT_PERSONA,
             2.0,
             self.metrics,
+            Windows(ttl_s, revalidate_s, stale_s),
+            30,
         )
 
     async def resolve(self, number: str = NUMBER) -> Any:

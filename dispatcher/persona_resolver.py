@@ -354,19 +354,6 @@ class PersonaResolver:
         self._metrics.persona_revalidations.labels(outcome).inc()
         log.info("persona.revalidated", outcome=outcome, http_status=status)
 
-    async def invalidate(self, numbers: list[str], source: str) -> None:
-        """Drop `numbers` here, in the shared store and on every replica: their next lookup asks
-        the CRM. Raises `SharedStoreUnavailable` when the others could not be told."""
-        started = time.perf_counter()
-        await self._store.invalidate(numbers)
-        self._metrics.persona_invalidations.labels(source).inc(len(numbers))
-        log.info(
-            "persona.invalidated",
-            source=source,
-            count=len(numbers),
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-
     @property
     def default(self) -> Persona:
         """The persona used when nothing better is known."""

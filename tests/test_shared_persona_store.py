@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_payload import PersonaLimits
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
+from dispatcher.persona_store import LocalPersonaStore, PersonaStore
 from dispatcher.service import build_reconciler, fetch_claim_s, open_clients
 from dispatcher.shared_persona_store import SharedPersonaStore
 from telemetry.metrics import Metrics
@@ -73,6 +75,9 @@ class Replica:
         stale_s: float = 3600,
         prefix: str = "persona-dispatcher:",
         fetch_lock_s: float = 3,
+        clock: Callable[[], float] = time.time,
+        shared: bool = True,
+        parser: PayloadParser | None = None,
     ) -> None:
         self.redis = aioredis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.metrics = Metrics(shared_redis=True)
@@ -81,19 +86,24 @@ class Replica:
                 base_url=api_url, max_bytes=512 * 1024, attempt_timeout_s=1.0, attempts=1
             )
         )
-        self.store = SharedPersonaStore(
+        self.local = PersonaCache(max_size=100, max_bytes=1 << 20, clock=clock)
+        self.store: PersonaStore = SharedPersonaStore(
             self.redis,
-            PersonaCache(max_size=100, max_bytes=1 << 20),
+            self.local,
             command_timeout_s=0.2,
             fetch_lock_s=fetch_lock_s,
             retention_s=3600,
             entry_max_bytes=256 * 1024,
             prefix=prefix,
             metrics=self.metrics,
+            clock=clock,
         )
+        if not shared:
+            self.store = LocalPersonaStore(self.local)
+        self.store.start()  # hears the other replicas' invalidations
         self.resolver = PersonaResolver(
             self.api,
-            PayloadParser(PersonaLimits()),
+            parser or PayloadParser(PersonaLimits()),
             self.store,
             PersonaFiles(tmp, PersonaLimits()),
             DEFAULT_PERSONA,
@@ -108,6 +118,7 @@ class Replica:
 
     async def close(self) -> None:
         await self.resolver.aclose()
+        await self.store.aclose()
         await self.api.close()
         await self.redis.aclose()
 

@@ -12,7 +12,7 @@ from livekit import api
 from config.settings import Settings
 from dispatcher.livekit_api import check_access
 from dispatcher.service import build_reconciler, default_persona, open_clients
-from webhooks import handlers
+from webhooks import handlers, invalidation
 from webhooks.keys import CALL_SETUP, METRICS, PERSONA_STORE, READINESS, RECEIVER, SETTINGS
 from webhooks.middleware import error_middleware
 from webhooks.readiness import READY_CHECK_S, Readiness
@@ -69,4 +69,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    if settings.persona_invalidate_secret is not None:
+        app.router.add_post("/personas/invalidate", invalidation.invalidate_personas)
     return app

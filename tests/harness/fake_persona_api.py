@@ -41,6 +41,10 @@ class FakeState:
     per_number: dict[str, int] = field(default_factory=dict)
     last_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # In-process only: while set and clear, each answer is decided (its body read) and then held
+    # until the event is set; a test sees a request under way, or an edit land mid-request.
+    hold: asyncio.Event | None = None
+    held: int = 0  # answers waiting at `hold` now
 
     def configure(self, body: dict[str, Any]) -> None:
         self.delay_s = float(body.get("delay_s", 0.0))
@@ -112,6 +116,17 @@ async def persona(request: web.Request) -> web.StreamResponse:
     state.last_path = request.path
     if state.delay_s:
         await asyncio.sleep(state.delay_s)
+    answer = _decide(state, request, number)
+    if state.hold is not None:
+        state.held += 1
+        try:
+            await state.hold.wait()
+        finally:
+            state.held -= 1
+    return answer
+
+
+def _decide(state: FakeState, request: web.Request, number: str) -> web.Response:
     if state.fail_status is not None and state.fail_times != 0:
         if state.fail_times > 0:
             state.fail_times -= 1

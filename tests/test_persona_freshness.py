@@ -8,6 +8,9 @@ makes every replica's next call ask the CRM. With this process's cache and with 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 
 from contract.metadata import Persona
+from devstack.processes import ROOT
 from dispatcher.invalidation import invalidate
 from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_payload import PersonaLimits
@@ -206,3 +210,41 @@ async def test_a_fetch_begun_before_an_invalidation_does_not_put_the_old_persona
     await eventually(lambda: persona_state.requests == 3, 2, "the refresh asked again")
     for r in (a, b, a):
         assert (await r.resolve()).persona.name == "Asha"
+
+
+async def test_the_command_line_refresh_drops_the_number_for_every_replica(
+    replicas: Callable[..., Replica], persona_state: FakeState, redis_url: str, tmp_path: Path
+) -> None:
+    """`persona-dispatch-call --refresh NUMBER` (another process): the next call on a replica
+    that held the persona asks the CRM."""
+    r = replicas(ttl_s=300)
+    assert (await r.resolve()).status == "loaded"
+    assert (await r.resolve()).status == "cached"
+    env = {"PERSONA_CACHE_URL": redis_url, "PERSONA_API_BASE": "off", "PATH": os.environ["PATH"]}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "operator_tools.manual_dispatch", "--refresh", "+91" + NUMBER],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"refreshed     {NUMBER}" in done.stdout
+    await eventually(lambda: r.local.lookup(NUMBER) is None, 1, "the replica's copy dropped")
+    assert (await r.resolve()).status == "loaded"
+    assert persona_state.requests == 2
+
+
+def test_the_command_line_refresh_without_a_shared_cache_says_why(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "operator_tools.manual_dispatch", "--refresh", NUMBER],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PERSONA_API_BASE": "off"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 4
+    assert "PERSONA_CACHE_URL" in done.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -64,6 +64,11 @@ async def service(
     return c
 
 
+async def chunks(body: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(body), 4096):
+        yield body[i : i + 4096]
+
+
 async def invalidations_counted(client: Client) -> bool:
     text = await (await client.get("/metrics")).text()
     return "persona_dispatcher_persona_invalidations_total{" in text
@@ -110,7 +115,7 @@ def test_the_readme_signature_recipe_matches() -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["forged", "no signature", "another body's signature", "not hex", "oversized"],
+    ["forged", "no signature", "another body's signature", "not hex", "oversized", "chunked"],
 )
 async def test_a_bad_request_changes_nothing(
     service: Client, fake_lk: FakeLiveKit, persona_state: FakeState, case: str
@@ -122,13 +127,14 @@ async def test_a_bad_request_changes_nothing(
         "no signature": {},
         "another body's signature": signed(numbers_body("9111111111")),
         "not hex": {HEADER: "sha256=zz"},
-        "oversized": {},
-    }[case]
-    if case == "oversized":
+    }.get(case, {})
+    data: Any = body
+    if case in ("oversized", "chunked"):
         body = orjson.dumps({"numbers": [NUMBER] * 6000})  # over 64 KiB, validly signed
         headers = signed(body)
-    resp = await service.post(PATH, data=body, headers=headers)
-    assert resp.status == (413 if case == "oversized" else 401)
+        data = body if case == "oversized" else chunks(body)  # chunked: no Content-Length
+    resp = await service.post(PATH, data=data, headers=headers)
+    assert resp.status == (413 if case in ("oversized", "chunked") else 401)
     assert (await call(service, fake_lk)).status == "cached"
     assert persona_state.requests == 1
     assert not await invalidations_counted(service)

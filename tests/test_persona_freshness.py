@@ -192,13 +192,19 @@ async def test_an_edit_is_served_on_both_replicas_right_after_an_invalidation(
     assert {e["source"] for e in logs.named("persona.invalidated")} == {"http", "replica"}
 
 
+@pytest.mark.parametrize(
+    "where", ["local", "shared", "shared, not yet heard"], ids=lambda w: w.replace(" ", "_")
+)
 async def test_a_fetch_begun_before_an_invalidation_does_not_put_the_old_persona_back(
-    replicas: Callable[..., Replica], persona_state: FakeState
+    replicas: Callable[..., Replica], persona_state: FakeState, where: str
 ) -> None:
     """A background refresh has read the persona from before the edit when the invalidation
-    comes: its answer is not kept, it asks again, and every later call has the edit."""
+    comes (to this replica, or to another one, heard or not yet heard here): its answer is not
+    kept, it asks again, and every later call has the edit."""
     clock = Clock()
-    a, b = replicas(clock=clock, **WINDOWS), replicas(clock=clock, **WINDOWS)
+    shared = where != "local"
+    a = replicas(clock=clock, shared=shared, listen=where != "shared, not yet heard", **WINDOWS)
+    b = replicas(clock=clock, **WINDOWS) if shared else a
     assert (await a.resolve()).persona.name == "Priya"
     clock.advance(FRESH + 1)
     persona_state.hold = asyncio.Event()
@@ -208,6 +214,7 @@ async def test_a_fetch_begun_before_an_invalidation_does_not_put_the_old_persona
     await invalidate(b.store, b.metrics, [NUMBER], "http")
     persona_state.hold.set()
     await eventually(lambda: persona_state.requests == 3, 2, "the refresh asked again")
+    await eventually(lambda: persona_state.held == 0, 2, "the second answer")
     for r in (a, b, a):
         assert (await r.resolve()).persona.name == "Asha"
 

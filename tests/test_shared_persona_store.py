@@ -78,6 +78,7 @@ class Replica:
         clock: Callable[[], float] = time.time,
         shared: bool = True,
         parser: PayloadParser | None = None,
+        listen: bool = True,
     ) -> None:
         self.redis = aioredis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.metrics = Metrics(shared_redis=True)
@@ -100,7 +101,8 @@ class Replica:
         )
         if not shared:
             self.store = LocalPersonaStore(self.local)
-        self.store.start()  # hears the other replicas' invalidations
+        if listen:
+            self.store.start()  # hears the other replicas' invalidations
         self.resolver = PersonaResolver(
             self.api,
             parser or PayloadParser(PersonaLimits()),

@@ -355,6 +355,11 @@ class PersonaResolver:
         log.info("persona.revalidated", outcome=outcome, http_status=status)
 
     @property
+    def fetches_in_flight(self) -> int:
+        """CRM fetches under way in this process (background refreshes included)."""
+        return len(self._inflight)
+
+    @property
     def default(self) -> Persona:
         """The persona used when nothing better is known."""
         return self._default

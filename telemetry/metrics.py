@@ -30,9 +30,9 @@ class Metrics:
         r = self.registry
         self.webhooks = Counter(
             f"{PREFIX}_webhooks_total",
-            "Webhooks answered, by event type and answer (a status such as dispatched, or the "
-            "error: unauthorized, bad_request, too_large, draining, livekit_unavailable, "
-            "internal_error).",
+            "Webhooks answered, by event type (persona_invalidate: the CRM's) and answer (a "
+            "status such as dispatched or invalidated, or the error: unauthorized, bad_request, "
+            "too_large, draining, cache_unavailable, livekit_unavailable, internal_error).",
             ["event", "answer"],
             registry=r,
         )

@@ -331,12 +331,16 @@ class SharedPersonaStore:
 
     async def _await_other(self, number: str, lock: str, failed: str) -> Persona | None:
         """The persona another replica fetched; None when its claim ended without a result."""
+        waiting_since = self._clock()
         while True:
             await asyncio.sleep(POLL_S)
             held = await self.lookup(number)
             if self._down_since is not None:
                 raise SharedStoreUnavailable("Redis went away while waiting")
-            if held is not None and held.phase == "fresh":
+            # Written while we waited: its answer, even with no fresh window (always fresh).
+            if held is not None and (
+                held.phase == "fresh" or held.entry.stored_at >= waiting_since
+            ):
                 if held.entry.persona is None:
                     raise PersonaNotFound(number)
                 self._local.put(number, held.entry)

@@ -171,6 +171,23 @@ async def test_the_crms_cache_control_overrides_the_settings(
     assert persona_state.requests == 3
 
 
+async def test_always_fresh_asks_on_every_call_yet_a_burst_over_replicas_asks_once(
+    replicas: Callable[..., Replica], persona_state: FakeState
+) -> None:
+    """With no fresh and no revalidate window every call asks the CRM, and has an edit at once;
+    a burst over three replicas still makes one request (the waiters take the answer written
+    while they waited, though it is fresh for no time)."""
+    persona_state.delay_s = 0.2
+    fleet = [replicas(ttl_s=0, revalidate_s=0) for _ in range(3)]
+    first = await asyncio.gather(*(r.resolve() for r in fleet))
+    assert {r.status for r in first} == {"loaded"}
+    assert persona_state.requests == 1
+    persona_state.edit_persona(NUMBER, name="Asha")
+    after = await fleet[1].resolve()
+    assert (after.status, after.persona.name) == ("loaded", "Asha")
+    assert persona_state.requests == 2
+
+
 async def test_an_edit_is_served_on_both_replicas_right_after_an_invalidation(
     replicas: Callable[..., Replica], persona_state: FakeState, logs: LogCapture
 ) -> None:

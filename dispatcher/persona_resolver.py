@@ -272,54 +272,25 @@ class PersonaResolver:
                 )
 
     async def _fetch_and_cache(self, number: str) -> Persona:
-        for _ in range(FETCH_ROUNDS - 1):
+        for _ in range(FETCH_ROUNDS):
             persona = await self._fetch_round(number)
             if persona is not None:
                 return persona
             log.info("persona.fetch_superseded")
-        persona = await self._fetch_round(number)
-        if persona is None:
-            raise PersonaUpstreamError("persona invalidated during every fetch")
-        return persona
+        raise PersonaUpstreamError("the persona was invalidated during every fetch")
 
     async def _fetch_round(self, number: str) -> Persona | None:
         """One request (conditional when a copy is held) and the store filled with its answer;
         None when an invalidation came while it ran (the answer may predate the edit)."""
-        assert self._api is not None
         since = await self._store.generation(number)
         held = await self._store.lookup(number)
         if held is not None and held.phase == "fresh":
             return _persona_of(held, number)  # another replica or a burst refreshed it just now
         known = held.entry if held is not None and held.entry.persona is not None else None
-        try:
-            result = await self._api.fetch(number, known.validators if known else None)
-        except PersonaNotFound:
-            self._revalidated(known, "changed", 404)
-            await self._store.put(number, None, self._negative, Validators(), since)
-            raise
-        except PersonaUpstreamError as e:
-            self._revalidated(known, "failed", e.status)
-            raise
+        result = await self._ask(number, known, since)
         started = time.perf_counter()
+        persona, validators = await self._answer(number, result, known, since)
         windows = windows_for(result.cache_control, self._windows)
-        validators = Validators(result.etag, result.last_modified)
-        if result.status == 304:
-            if known is None or known.persona is None:
-                raise PersonaUpstreamError("persona API answered 304 to no condition", status=304)
-            persona = known.persona  # kept as is: nothing parsed, nothing rendered
-            validators = known.validators.updated(validators)
-        else:
-            try:
-                persona = await self._parse(number, result, since)
-            except PersonaNotFound:
-                self._revalidated(known, "changed", result.status)
-                raise
-            except PersonaInvalidPayload:
-                self._revalidated(known, "failed", result.status)
-                raise
-        self._revalidated(
-            known, "not_modified" if result.status == 304 else "changed", result.status
-        )
         if not await self._store.put(number, persona, windows, validators, since):
             return None
         log.info(
@@ -334,6 +305,41 @@ class PersonaResolver:
             kept=windows.keep,
         )
         return persona
+
+    async def _ask(self, number: str, known: CacheEntry | None, since: Generation) -> FetchResult:
+        """The CRM's answer, conditional on the copy `known`; a 404 is remembered."""
+        assert self._api is not None
+        try:
+            return await self._api.fetch(number, known.validators if known else None)
+        except PersonaNotFound:
+            self._revalidated(known, "changed", 404)
+            await self._store.put(number, None, self._negative, Validators(), since)
+            raise
+        except PersonaUpstreamError as e:
+            self._revalidated(known, "failed", e.status)
+            raise
+
+    async def _answer(
+        self, number: str, result: FetchResult, known: CacheEntry | None, since: Generation
+    ) -> tuple[Persona, Validators]:
+        """The persona an answer gives, and the validators to keep with it: on a 304 the copy
+        held, as it is (nothing parsed, nothing rendered)."""
+        validators = Validators(result.etag, result.last_modified)
+        if result.status == 304:
+            if known is None or known.persona is None:
+                raise PersonaUpstreamError("persona API answered 304 to no condition", status=304)
+            self._revalidated(known, "not_modified", 304)
+            return known.persona, known.validators.updated(validators)
+        try:
+            persona = await self._parse(number, result, since)
+        except PersonaInvalidPayload:
+            self._revalidated(known, "failed", result.status)
+            raise
+        except PersonaNotFound:
+            self._revalidated(known, "changed", result.status)
+            raise
+        self._revalidated(known, "changed", result.status)
+        return persona, validators
 
     async def _parse(self, number: str, result: FetchResult, since: Generation) -> Persona:
         try:

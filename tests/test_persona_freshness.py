@@ -108,6 +108,9 @@ async def test_a_304_costs_one_bodiless_request_and_restarts_the_fresh_window(
     assert (await a.resolve()).status == "loaded"
     clock.advance(FRESH + 5)
     assert (await b.resolve()).status == "cached"
+    # The age of the persona served: 0 when fetched (on `a`), 15 s now.
+    age = b.metrics.registry.get_sample_value("persona_dispatcher_persona_age_seconds_sum")
+    assert age == FRESH + 5
     await eventually(lambda: revalidations(b, "not_modified") == 1, 2, "the revalidation")
     assert (persona_state.requests, persona_state.ok, persona_state.not_modified) == (2, 1, 1)
     assert parser.parsed == 1  # the 304's persona was kept as it was, not parsed again

@@ -135,6 +135,13 @@ def _phone_number(r: EnvReader, name: str, raw: str) -> str | None:
     return raw
 
 
+def _invalidate_secret(r: EnvReader, name: str, raw: str) -> str | None:
+    if len(raw) < 16:
+        r.problem(f"{name} must be at least 16 characters")
+        return None
+    return raw
+
+
 def _existing_file(r: EnvReader, name: str, raw: str) -> Path | None:
     if not Path(raw).is_file():
         r.problem(f"{name}={raw!r} does not exist")
@@ -206,7 +213,15 @@ class Settings:
     # worker process, ~50 ms for 20,000 keys with the loop free (bench/persona_parse.py), against
     # a 3 s persona deadline.
     persona_max_bytes: int = setting("PERSONA_MAX_BYTES", 8 * 1024 * 1024, integer(minimum=1024))
-    persona_cache_ttl_s: float = setting("PERSONA_CACHE_TTL_S", 300.0, seconds)
+    # A persona's three windows, each after the last (README "When an edit is heard"): served
+    # without asking the CRM; then served at once while one background request refreshes it;
+    # then served only when the CRM fails. The CRM's Cache-Control overrides them per answer.
+    # PERSONA_CACHE_TTL_S=0 and PERSONA_REVALIDATE_S=0: every call asks the CRM.
+    persona_cache_ttl_s: float = setting("PERSONA_CACHE_TTL_S", 30.0, seconds_or_off)
+    persona_revalidate_s: float = setting("PERSONA_REVALIDATE_S", 86400.0, seconds_or_off)
+    persona_stale_if_error_s: float = setting(
+        "PERSONA_STALE_IF_ERROR_S", 7 * 86400.0, seconds_or_off
+    )
     persona_negative_ttl_s: float = setting("PERSONA_NEGATIVE_TTL_S", 30.0, seconds)
     persona_cache_size: int = setting("PERSONA_CACHE_SIZE", 10_000, integer(minimum=1))
     # This process's cache in bytes (what its personas' strings hold): a bound on memory however
@@ -239,6 +254,10 @@ class Settings:
     # An entry larger than this stays in this process's cache only.
     persona_cache_entry_max_bytes: int = setting(
         "PERSONA_CACHE_ENTRY_MAX_BYTES", 256 * 1024, integer(minimum=1024)
+    )
+    # The key that signs POST /personas/invalidate (HMAC-SHA256); unset, the endpoint is 404.
+    persona_invalidate_secret: str | None = setting(
+        "PERSONA_INVALIDATE_SECRET", None, _invalidate_secret, secret=True
     )
     default_caller: str | None = setting("DEFAULT_CALLER", None, _phone_number)
     user_mapping_dir: Path = setting("USER_MAPPING_DIR", Path("user-mapping"), path)

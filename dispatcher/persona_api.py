@@ -11,6 +11,7 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 
 from contract.errors import PersonaDispatcherError
 from contract.phone_numbers import is_lookup_key
+from dispatcher.cache_windows import Validators
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -54,8 +55,11 @@ class PersonaApiConfig:
 class FetchResult:
     body: bytes  # the JSON, decoded by `dispatcher.payload_parser` (off the loop when large)
     attempts: int
-    status: int
+    status: int  # 200-299, or 304: the copy asked about is still current (no body)
     duration_ms: float
+    etag: str | None = None
+    last_modified: str | None = None
+    cache_control: str | None = None
 
 
 def retry_policy(cfg: PersonaApiConfig) -> ExponentialRetry:
@@ -109,9 +113,13 @@ class PersonaApiClient:
             raise ValueError(f"refusing to put a non-number into the persona URL: {number!r}")
         return f"{self._cfg.base_url}/{number}"
 
-    async def fetch(self, number: str) -> FetchResult:
-        """The raw body for `number`; raises PersonaNotFound / PersonaUpstreamError."""
+    async def fetch(self, number: str, validators: Validators | None = None) -> FetchResult:
+        """The raw body for `number`, or with `validators` of a copy held possibly a bodiless
+        304; raises PersonaNotFound / PersonaUpstreamError."""
         url = self.url_for(number)
+        headers = {"Accept": "application/json"}
+        if validators is not None:
+            headers.update(validators.headers())
         attempts = _Attempts()
         started = time.perf_counter()
         timeout = aiohttp.ClientTimeout(total=self._cfg.attempt_timeout_s)
@@ -119,7 +127,7 @@ class PersonaApiClient:
             async with self._retry.get(
                 url,
                 timeout=timeout,
-                headers={"Accept": "application/json"},
+                headers=headers,
                 trace_request_ctx={"attempts": attempts},
             ) as resp:
                 status = resp.status
@@ -130,12 +138,22 @@ class PersonaApiClient:
                         f"persona API answered {status} after {attempts.count} attempts",
                         status=status,
                     )
-                body = await _read_capped(resp, self._cfg.max_bytes)
+                if status == 304 and validators is None:
+                    raise PersonaUpstreamError(
+                        "persona API answered 304 to no condition", status=304
+                    )
+                body = b"" if status == 304 else await _read_capped(resp, self._cfg.max_bytes)
+                etag = resp.headers.get("ETag")
+                last_modified = resp.headers.get("Last-Modified")
+                cache_control = resp.headers.get("Cache-Control")
         except (aiohttp.ClientError, TimeoutError) as e:
             raise PersonaUpstreamError(
                 f"persona API unreachable after {attempts.count} attempts: {type(e).__name__}",
             ) from e
-        return FetchResult(body, attempts.count, status, (time.perf_counter() - started) * 1000)
+        duration_ms = (time.perf_counter() - started) * 1000
+        return FetchResult(
+            body, attempts.count, status, duration_ms, etag, last_modified, cache_control
+        )
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

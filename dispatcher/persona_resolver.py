@@ -19,21 +19,24 @@ from contract.metadata import (
     utc_now_iso,
 )
 from contract.phone_numbers import is_lookup_key
+from dispatcher.cache_windows import Validators, Windows, windows_for
 from dispatcher.caller import DetectedNumber
 from dispatcher.payload_parser import PayloadParser
 from dispatcher.persona_api import (
+    FetchResult,
     PersonaApiClient,
     PersonaInvalidPayload,
     PersonaNotFound,
     PersonaUpstreamError,
 )
+from dispatcher.persona_cache import CacheEntry, Held
 from dispatcher.persona_payload import (
     PersonaLimits,
     PersonaNotInPayload,
     PersonaPayloadError,
     parse_persona_body,
 )
-from dispatcher.persona_store import PersonaStore
+from dispatcher.persona_store import Generation, PersonaStore
 from telemetry.logs import get_logger
 from telemetry.metrics import Metrics
 
@@ -42,6 +45,9 @@ log = get_logger(__name__)
 FallbackReason = Literal[
     "no_number", "not_found", "timeout", "upstream_error", "invalid_payload", "api_off"
 ]
+Revalidation = Literal["not_modified", "changed", "failed"]
+# A fetch whose result an invalidation refused is made again, once: the second began after it.
+FETCH_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,11 @@ def load_default_persona(path: Path | None, limits: PersonaLimits) -> Persona:
 
 
 class PersonaResolver:
-    """One per process. Concurrent look-ups of the same number share one API request."""
+    """One per process. Concurrent look-ups of the same number share one API request. A cached
+    persona in its fresh window is served as is; in its revalidate window it is served at once
+    and refreshed in the background (through the same single flight); past it, the lookup waits
+    for the CRM and the copy is served only if the CRM fails, until its stale-if-error window
+    ends."""
 
     def __init__(
         self,
@@ -117,7 +127,11 @@ class PersonaResolver:
         default: Persona,
         deadline_s: float,
         metrics: Metrics,
+        windows: Windows,
+        negative_ttl_s: float,
     ) -> None:
+        self._windows = windows
+        self._negative = Windows(negative_ttl_s, 0.0, 0.0)
         self._api = api
         self._parser = parser
         self._store = store
@@ -152,14 +166,22 @@ class PersonaResolver:
         try:
             async with asyncio.timeout(self._deadline):
                 for d in numbers:
-                    entry = await self._store.fresh(d.number)
-                    if entry is not None:
+                    held = await self._store.lookup(d.number)
+                    if held is not None and held.phase != "stale":
+                        found = held.entry.persona
                         log.info(
-                            "persona.cache_hit", lookup=d.lookup, found=entry.persona is not None
+                            "persona.cache_hit",
+                            lookup=d.lookup,
+                            found=found is not None,
+                            phase=held.phase,
+                            age_s=round(held.age_s, 1),
                         )
-                        if entry.persona is not None:
+                        if found is not None:
                             self._metrics.persona_cache.labels("hit").inc()
-                            return done(entry.persona, "cached", "cache", d)
+                            if held.phase == "revalidate":
+                                self._revalidate_in_background(d.number)
+                            self._served(held.age_s)
+                            return done(found, "cached", "cache", d)
                         self._metrics.persona_cache.labels("negative_hit").inc()
                         continue
                     self._metrics.persona_cache.labels("miss").inc()
@@ -171,6 +193,7 @@ class PersonaResolver:
                     except PersonaNotFound:
                         log.info("persona.not_found", lookup=d.lookup)
                         continue
+                    self._served(0.0)
                     return done(persona, "loaded", "api", d)
         except TimeoutError:
             reason = "timeout"
@@ -184,9 +207,10 @@ class PersonaResolver:
 
         if reason in ("timeout", "upstream_error", "invalid_payload"):
             for d in numbers:
-                stale = await self._store.stale(d.number)
-                if stale is not None:
-                    return self._fallback(done(stale, "stale", "cache", d, reason))
+                stale = await self._store.lookup(d.number)
+                if stale is not None and stale.entry.persona is not None:
+                    self._served(stale.age_s)
+                    return self._fallback(done(stale.entry.persona, "stale", "cache", d, reason))
         for d in numbers:
             from_file = self._files.load(d.number)
             if from_file is not None:
@@ -199,6 +223,15 @@ class PersonaResolver:
         log.info("persona.fallback", reason=r.fallback_reason, status=r.status, source=r.source)
         self._metrics.persona_fallbacks.labels(r.fallback_reason or "none", r.status).inc()
         return r
+
+    def _served(self, age_s: float) -> None:
+        self._metrics.persona_age.observe(age_s)
+
+    def _revalidate_in_background(self, number: str) -> None:
+        """Ask the CRM whether a persona served from its revalidate window changed, without
+        anyone waiting: joins a fetch already under way, here or (single flight) elsewhere."""
+        if self._api is not None:
+            self._shared_fetch(number)
 
     def _shared_fetch(self, number: str) -> asyncio.Task[Persona]:
         task = self._inflight.get(number)
@@ -240,22 +273,27 @@ class PersonaResolver:
                 )
 
     async def _fetch_and_cache(self, number: str) -> Persona:
-        assert self._api is not None
-        try:
-            result = await self._api.fetch(number)
-        except PersonaNotFound:
-            await self._store.put_missing(number)
-            raise
+        for _ in range(FETCH_ROUNDS):
+            persona = await self._fetch_round(number)
+            if persona is not None:
+                return persona
+            log.info("persona.fetch_superseded")
+        raise PersonaUpstreamError("the persona was invalidated during every fetch")
+
+    async def _fetch_round(self, number: str) -> Persona | None:
+        """One request (conditional when a copy is held) and the store filled with its answer;
+        None when an invalidation came while it ran (the answer may predate the edit)."""
+        since = await self._store.generation(number)
+        held = await self._store.lookup(number)
+        if held is not None and held.phase == "fresh":
+            return _persona_of(held, number)  # another replica or a burst refreshed it just now
+        known = held.entry if held is not None and held.entry.persona is not None else None
+        result = await self._ask(number, known, since)
         started = time.perf_counter()
-        try:
-            persona = await self._parser.parse(result.body)
-        except PersonaNotInPayload:
-            await self._store.put_missing(number)
-            raise PersonaNotFound(number) from None
-        except PersonaPayloadError as e:
-            # Not cached: the last good copy stays the stale fallback.
-            raise PersonaInvalidPayload(f"persona payload is invalid: {e}") from None
-        await self._store.put(number, persona)
+        persona, validators = await self._answer(number, result, known, since)
+        windows = windows_for(result.cache_control, self._windows)
+        if not await self._store.put(number, persona, windows, validators, since):
+            return None
         log.info(
             "persona.fetched",
             duration_ms=round(result.duration_ms, 1),
@@ -264,8 +302,69 @@ class PersonaResolver:
             attempts=result.attempts,
             http_status=result.status,
             truncated=persona.truncated,
+            fresh_s=windows.fresh_s,
+            kept=windows.keep,
         )
         return persona
+
+    async def _ask(self, number: str, known: CacheEntry | None, since: Generation) -> FetchResult:
+        """The CRM's answer, conditional on the copy `known`; a 404 is remembered."""
+        assert self._api is not None
+        try:
+            return await self._api.fetch(number, known.validators if known else None)
+        except PersonaNotFound:
+            self._revalidated(known, "changed", 404)
+            await self._store.put(number, None, self._negative, Validators(), since)
+            raise
+        except PersonaUpstreamError as e:
+            self._revalidated(known, "failed", e.status)
+            raise
+
+    async def _answer(
+        self, number: str, result: FetchResult, known: CacheEntry | None, since: Generation
+    ) -> tuple[Persona, Validators]:
+        """The persona an answer gives, and the validators to keep with it: on a 304 the copy
+        held, as it is (nothing parsed, nothing rendered)."""
+        validators = Validators(result.etag, result.last_modified)
+        if result.status == 304:
+            if known is None or known.persona is None:
+                raise PersonaUpstreamError("persona API answered 304 to no condition", status=304)
+            self._revalidated(known, "not_modified", 304)
+            return known.persona, known.validators.updated(validators)
+        try:
+            persona = await self._parse(number, result, since)
+        except PersonaInvalidPayload:
+            self._revalidated(known, "failed", result.status)
+            raise
+        except PersonaNotFound:
+            self._revalidated(known, "changed", result.status)
+            raise
+        self._revalidated(known, "changed", result.status)
+        return persona, validators
+
+    async def _parse(self, number: str, result: FetchResult, since: Generation) -> Persona:
+        try:
+            return await self._parser.parse(result.body)
+        except PersonaNotInPayload:
+            await self._store.put(number, None, self._negative, Validators(), since)
+            raise PersonaNotFound(number) from None
+        except PersonaPayloadError as e:
+            # Not cached: the last good copy stays the stale fallback.
+            raise PersonaInvalidPayload(f"persona payload is invalid: {e}") from None
+
+    def _revalidated(
+        self, known: CacheEntry | None, outcome: Revalidation, status: int | None
+    ) -> None:
+        """Counts and logs a request that asked about a copy already held (a revalidation)."""
+        if known is None:
+            return
+        self._metrics.persona_revalidations.labels(outcome).inc()
+        log.info("persona.revalidated", outcome=outcome, http_status=status)
+
+    @property
+    def fetches_in_flight(self) -> int:
+        """CRM fetches under way in this process (background refreshes included)."""
+        return len(self._inflight)
 
     @property
     def default(self) -> Persona:
@@ -279,3 +378,10 @@ class PersonaResolver:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._parser.aclose()
+
+
+def _persona_of(held: Held, number: str) -> Persona:
+    """The persona of a fresh entry; a fresh 404 is `PersonaNotFound`."""
+    if held.entry.persona is None:
+        raise PersonaNotFound(number)
+    return held.entry.persona

@@ -12,6 +12,7 @@ from redis import asyncio as aioredis
 
 from config.settings import Settings
 from contract.metadata import Persona
+from dispatcher.cache_windows import Windows
 from dispatcher.call_setup import CallSetup, SetupPolicy
 from dispatcher.lease import RedisLease
 from dispatcher.livekit_api import LiveKitRooms
@@ -57,8 +58,6 @@ def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metri
     """This process's cache, or with `PERSONA_CACHE_URL` the shared one (which keeps this
     process's cache too, for when Redis does not answer)."""
     local = PersonaCache(
-        ttl_s=settings.persona_cache_ttl_s,
-        negative_ttl_s=settings.persona_negative_ttl_s,
         max_size=settings.persona_cache_size,
         max_bytes=settings.persona_cache_max_bytes,
     )
@@ -67,8 +66,6 @@ def build_store(settings: Settings, redis: aioredis.Redis | None, metrics: Metri
     return SharedPersonaStore(
         redis,
         local,
-        ttl_s=settings.persona_cache_ttl_s,
-        negative_ttl_s=settings.persona_negative_ttl_s,
         command_timeout_s=settings.persona_cache_timeout_s,
         fetch_lock_s=fetch_claim_s(settings),
         retention_s=settings.persona_cache_retention_s,
@@ -100,6 +97,17 @@ def build_resolver(
         default=default,
         deadline_s=settings.persona_deadline_s,
         metrics=metrics,
+        windows=cache_windows(settings),
+        negative_ttl_s=settings.persona_negative_ttl_s,
+    )
+
+
+def cache_windows(settings: Settings) -> Windows:
+    """A persona's windows when the CRM's answer does not set them."""
+    return Windows(
+        fresh_s=settings.persona_cache_ttl_s,
+        revalidate_s=settings.persona_revalidate_s,
+        stale_if_error_s=settings.persona_stale_if_error_s,
     )
 
 
@@ -136,22 +144,41 @@ async def open_resolver(settings: Settings) -> AsyncIterator[PersonaResolver]:
             await persona_api.close()
 
 
+def shared_redis(settings: Settings) -> aioredis.Redis | None:
+    """The replicas' shared Redis client (`PERSONA_CACHE_URL`), if any; the caller closes it."""
+    if not settings.persona_cache_url:
+        return None
+    return aioredis.from_url(
+        settings.persona_cache_url,
+        socket_timeout=settings.persona_cache_timeout_s,
+        socket_connect_timeout=settings.persona_cache_timeout_s,
+    )
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[tuple[PersonaStore, Metrics]]:
+    """The persona store as the service has it (the shared one with `PERSONA_CACHE_URL`), and
+    its metrics, for a tool that acts on it; nothing runs in its background."""
+    redis = shared_redis(settings)
+    metrics = Metrics(shared_redis=redis is not None)
+    store = build_store(settings, redis, metrics)
+    try:
+        yield store, metrics
+    finally:
+        await store.aclose()
+        if redis is not None:
+            await redis.aclose()
+
+
 @asynccontextmanager
 async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     """The persona API client, resolver, LiveKit API client and call set-up; closed on exit.
     Raises `SettingsError` for an unusable DEFAULT_PERSONA_FILE."""
     default = default_persona(settings)
-    redis = (
-        aioredis.from_url(
-            settings.persona_cache_url,
-            socket_timeout=settings.persona_cache_timeout_s,
-            socket_connect_timeout=settings.persona_cache_timeout_s,
-        )
-        if settings.persona_cache_url
-        else None
-    )
+    redis = shared_redis(settings)
     metrics = Metrics(shared_redis=redis is not None)
     store = build_store(settings, redis, metrics)
+    store.start()
     persona_api = persona_api_client(settings)
     resolver = build_resolver(settings, persona_api, store, metrics, default)
     clock = LiveKitClock(metrics)
@@ -180,6 +207,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
     finally:
         await setup.drain(settings.persona_deadline_s + 3 * settings.livekit.api_timeout_s)
         await resolver.aclose()
+        await store.aclose()
         if persona_api is not None:
             await persona_api.close()
         await rooms.aclose()

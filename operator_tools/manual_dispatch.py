@@ -1,4 +1,5 @@
-"""`persona-dispatch-call`: try a persona for a number without a phone call.
+"""`persona-dispatch-call`: try a persona for a number without a phone call; or, with
+`--refresh NUMBER`, make every replica's next call for that number ask the CRM (after an edit).
 
 It runs the webhook path's own set-up (`SetupGuard` around `CallSetup.run`) for a fresh or given
 room, then prints what happened and a join token so that a person can talk to the agent from a web
@@ -34,6 +35,7 @@ from dispatcher.caller import (
     detect_numbers,
     normalise_number,
 )
+from dispatcher.invalidation import invalidate
 from dispatcher.livekit_api import (
     LiveKitError,
     LiveKitNotFound,
@@ -41,7 +43,8 @@ from dispatcher.livekit_api import (
     livekit_call,
 )
 from dispatcher.persona_resolver import Resolution
-from dispatcher.service import open_clients, open_resolver
+from dispatcher.service import open_clients, open_resolver, open_store
+from dispatcher.shared_persona_store import SharedStoreUnavailable
 from telemetry.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -111,6 +114,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--room", help="room name (default a fresh call_<number>_<suffix>)")
     parser.add_argument("--agent", help="agent name to dispatch (default AGENT_NAME)")
     parser.add_argument("--dry-run", action="store_true", help="resolve and print; touch nothing")
+    parser.add_argument(
+        "--refresh",
+        metavar="NUMBER",
+        help="drop NUMBER's cached persona on every replica (the shared cache, PERSONA_CACHE_URL) "
+        "so that its next call asks the CRM; sets nothing up",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--env-file", default=".env", help="settings file read under the environment (.env)"
@@ -253,8 +262,56 @@ def open_set_up_log(path: Path) -> TextIO | None:
         return None
 
 
+async def refresh(settings: Settings, number: str) -> None:
+    """Drop `number` from the shared persona cache and tell every replica, as
+    `POST /personas/invalidate` does."""
+    if not settings.persona_cache_url:
+        raise CommandError(
+            "--refresh needs the replicas' shared cache (PERSONA_CACHE_URL); without it each "
+            "replica keeps its own: POST /personas/invalidate to each",
+            EXIT_SETTINGS,
+        )
+    async with open_store(settings) as (store, metrics):
+        try:
+            await invalidate(store, metrics, [number], "cli")
+        except SharedStoreUnavailable as e:
+            raise CommandError(f"the shared cache did not answer: {e}", EXIT_UNREACHABLE) from None
+
+
+def refresh_main(args: argparse.Namespace) -> int:
+    """`--refresh NUMBER`: touches no LiveKit, logs as a dry run does (warnings, on stderr)."""
+    try:
+        settings = load_settings(read_environment(args.env_file), livekit=False)
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SETTINGS
+    number = normalise_number(args.refresh, settings.numbers.plan)
+    if number is None:
+        print(f"error: {args.refresh!r} is not a phone number", file=sys.stderr)
+        return EXIT_BAD_NUMBER
+    configure_logging(
+        "warning",
+        settings.logs.format,
+        service=SERVICE,
+        stream=sys.stderr,
+        unmasked=settings.logs.unmasked,
+    )
+    try:
+        asyncio.run(refresh(settings, number))
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    if args.json:
+        print(orjson.dumps({"refreshed": number}).decode())
+    else:
+        print(f"refreshed     {number}: its next call on any replica asks the CRM")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.refresh is not None:
+        return refresh_main(args)
     try:
         # A dry run touches nothing of LiveKit: right after a clone it needs no settings at all.
         settings = load_settings(read_environment(args.env_file), livekit=not args.dry_run)

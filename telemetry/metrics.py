@@ -13,6 +13,9 @@ PREFIX = "persona_dispatcher"
 # Set-up and persona API latencies: from a cache hit (~1 ms) to the persona deadline (3 s) and
 # LiveKit's own slowness under load (seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The age of a persona served: just fetched (0), inside the fresh window (seconds), revalidated
+# in the background (minutes to a day), a stale copy while the CRM fails (days).
+AGE_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
 
 
 class Metrics:
@@ -27,9 +30,9 @@ class Metrics:
         r = self.registry
         self.webhooks = Counter(
             f"{PREFIX}_webhooks_total",
-            "Webhooks answered, by event type and answer (a status such as dispatched, or the "
-            "error: unauthorized, bad_request, too_large, draining, livekit_unavailable, "
-            "internal_error).",
+            "Webhooks answered, by event type (persona_invalidate: the CRM's) and answer (a "
+            "status such as dispatched or invalidated, or the error: unauthorized, bad_request, "
+            "too_large, draining, cache_unavailable, livekit_unavailable, internal_error).",
             ["event", "answer"],
             registry=r,
         )
@@ -78,6 +81,27 @@ class Metrics:
             "(timeout, upstream_error, invalid_payload, not_found, no_number, api_off; too_large: "
             "the persona did not fit the metadata budget) and status used.",
             ["reason", "status"],
+            registry=r,
+        )
+        self.persona_revalidations = Counter(
+            f"{PREFIX}_persona_revalidations_total",
+            "Requests to the CRM about a persona already held, by outcome: not_modified (304), "
+            "changed (a full answer or a 404; always, from a CRM without validators), failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.persona_invalidations = Counter(
+            f"{PREFIX}_persona_invalidations_total",
+            "Numbers invalidated, by source: http (POST /personas/invalidate), cli "
+            "(persona-dispatch-call --refresh), replica (heard from another replica).",
+            ["source"],
+            registry=r,
+        )
+        self.persona_age = Histogram(
+            f"{PREFIX}_persona_age_seconds",
+            "Age of each persona served from the CRM or the cache (0: fetched for this call): "
+            "since the CRM last vouched for it, by an answer or a 304.",
+            buckets=AGE_BUCKETS,
             registry=r,
         )
         self.dispatch_races = Counter(

@@ -51,7 +51,9 @@ async def test_an_invalid_payload_falls_back_to_the_last_good_copy_and_is_not_ca
     make_settings: Callable[..., Settings], persona_state: FakeState
 ) -> None:
     number = "8655701159"
-    async with open_resolver(make_settings(PERSONA_CACHE_TTL_S="0.05")) as resolver:
+    async with open_resolver(
+        make_settings(PERSONA_CACHE_TTL_S="0.05", PERSONA_REVALIDATE_S="0")
+    ) as resolver:
         assert (await resolver.resolve(caller(number))).status == "loaded"
         await asyncio.sleep(0.1)  # past the TTL: the next call asks the CRM
         persona_state.extra[number] = {"campaigns": "oops"}

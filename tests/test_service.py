@@ -590,7 +590,9 @@ async def test_stale_cache_is_used_when_the_api_fails(
     fake_lk: FakeLiveKit,
     persona_state: FakeState,
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(PERSONA_CACHE_TTL_S="0.05")))
+    client = await aiohttp_client(
+        create_app(make_settings(PERSONA_CACHE_TTL_S="0.05", PERSONA_REVALIDATE_S="0"))
+    )
     fake_lk.add_room("call_1")
     fake_lk.add_room("call_2")
     assert (await post(client, participant_joined("call_1")))[1]["persona_status"] == "loaded"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from config.settings import Settings
 from contract.metadata import DEFAULT_PERSONA
 from devstack.processes import ROOT, free_port
 from devstack.services import RedisServer, start_redis
+from dispatcher.cache_windows import Windows
 from dispatcher.caller import DetectedNumber
 from dispatcher.lease import RedisLease
 from dispatcher.payload_parser import PayloadParser
@@ -27,6 +29,7 @@ from dispatcher.persona_api import PersonaApiClient, PersonaApiConfig
 from dispatcher.persona_cache import PersonaCache
 from dispatcher.persona_payload import PersonaLimits
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
+from dispatcher.persona_store import LocalPersonaStore, PersonaStore
 from dispatcher.service import build_reconciler, fetch_claim_s, open_clients
 from dispatcher.shared_persona_store import SharedPersonaStore
 from telemetry.metrics import Metrics
@@ -68,8 +71,14 @@ class Replica:
         tmp: Path,
         *,
         ttl_s: float = 300,
+        revalidate_s: float = 0,
+        stale_s: float = 3600,
         prefix: str = "persona-dispatcher:",
         fetch_lock_s: float = 3,
+        clock: Callable[[], float] = time.time,
+        shared: bool = True,
+        parser: PayloadParser | None = None,
+        listen: bool = True,
     ) -> None:
         self.redis = aioredis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.metrics = Metrics(shared_redis=True)
@@ -78,26 +87,32 @@ class Replica:
                 base_url=api_url, max_bytes=512 * 1024, attempt_timeout_s=1.0, attempts=1
             )
         )
-        self.store = SharedPersonaStore(
+        self.local = PersonaCache(max_size=100, max_bytes=1 << 20, clock=clock)
+        self.store: PersonaStore = SharedPersonaStore(
             self.redis,
-            PersonaCache(ttl_s=ttl_s, negative_ttl_s=30, max_size=100, max_bytes=1 << 20),
-            ttl_s=ttl_s,
-            negative_ttl_s=30,
+            self.local,
             command_timeout_s=0.2,
             fetch_lock_s=fetch_lock_s,
             retention_s=3600,
             entry_max_bytes=256 * 1024,
             prefix=prefix,
             metrics=self.metrics,
+            clock=clock,
         )
+        if not shared:
+            self.store = LocalPersonaStore(self.local)
+        if listen:
+            self.store.start()  # hears the other replicas' invalidations
         self.resolver = PersonaResolver(
             self.api,
-            PayloadParser(PersonaLimits()),
+            parser or PayloadParser(PersonaLimits()),
             self.store,
             PersonaFiles(tmp, PersonaLimits()),
             DEFAULT_PERSONA,
             2.0,
             self.metrics,
+            Windows(ttl_s, revalidate_s, stale_s),
+            30,
         )
 
     async def resolve(self, number: str = NUMBER) -> Any:
@@ -105,6 +120,7 @@ class Replica:
 
     async def close(self) -> None:
         await self.resolver.aclose()
+        await self.store.aclose()
         await self.api.close()
         await self.redis.aclose()
 

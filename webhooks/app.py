@@ -12,7 +12,7 @@ from livekit import api
 from config.settings import Settings
 from dispatcher.livekit_api import check_access
 from dispatcher.service import build_reconciler, default_persona, open_clients
-from webhooks import handlers
+from webhooks import handlers, invalidation
 from webhooks.admin import admin_listener
 from webhooks.keys import (
     CALL_SETUP,
@@ -90,4 +90,6 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/metrics", handlers.metrics)
     else:
         app.cleanup_ctx.append(admin_listener)
+    if settings.persona_invalidate_secret is not None:
+        app.router.add_post("/personas/invalidate", invalidation.invalidate_personas)
     return app

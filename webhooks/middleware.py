@@ -8,7 +8,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from dispatcher.invalidation import InvalidationAuthError, InvalidationPayloadError
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound
+from dispatcher.shared_persona_store import SharedStoreUnavailable
 from telemetry.logs import get_logger
 from webhooks.keys import ANSWER, EVENT_TYPE, METRICS, UNAUTHORIZED_LOG
 from webhooks.readiness import ServiceDraining
@@ -21,9 +23,11 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-def _reject(request: web.Request, status: int, reason: str, started: float) -> web.Response:
+def _reject(
+    request: web.Request, status: int, reason: str, started: float, answer: str | None = None
+) -> web.Response:
     log.warning("webhook.rejected", status=status, reason=reason, duration_ms=_ms(started))
-    request[ANSWER] = _ANSWERS[status]
+    request[ANSWER] = answer or _ANSWERS[status]
     return web.json_response({"error": reason}, status=status)
 
 
@@ -53,12 +57,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     started = time.perf_counter()
     try:
         return await handler(request)
-    except WebhookAuthError as e:
+    except (WebhookAuthError, InvalidationAuthError) as e:
         return _unauthorized(request, f"unauthorized: {e}", started)
-    except WebhookPayloadError as e:
+    except (WebhookPayloadError, InvalidationPayloadError) as e:
         return _reject(request, 400, f"bad request: {e}", started)
     except web.HTTPRequestEntityTooLarge:
         return _reject(request, 413, "body too large", started)
+    except SharedStoreUnavailable as e:
+        # Only this replica's copies were dropped: 5xx, so that the sender tries again.
+        return _reject(
+            request, 503, f"persona cache unavailable: {e}", started, "cache_unavailable"
+        )
     except ServiceDraining:
         # 5xx: LiveKit delivers it again, to a replica that is not shutting down.
         return _reject(request, 503, "draining", started)

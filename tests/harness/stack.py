@@ -186,6 +186,7 @@ def start_stack(
         mapping,
         LIVEKIT_URL=livekit.ws_url,
         PERSONA_CACHE_TTL_S="0.5",
+        PERSONA_REVALIDATE_S="0",
         **(dispatcher_env or {}),
     )
     dispatchers = [

@@ -24,6 +24,7 @@ from dispatcher.caller import normalise_number
 from dispatcher.persona_store import PersonaStore
 from telemetry.logs import get_logger
 from telemetry.metrics import Metrics
+from telemetry.timing import ms_since
 
 log = get_logger(__name__)
 
@@ -91,5 +92,5 @@ async def invalidate(
         "persona.invalidated",
         source=source,
         count=len(numbers),
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        duration_ms=ms_since(started),
     )

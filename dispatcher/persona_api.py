@@ -12,6 +12,7 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 from contract.errors import PersonaDispatcherError
 from contract.phone_numbers import is_lookup_key
 from dispatcher.cache_windows import Validators
+from telemetry.timing import ms_since
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -150,9 +151,8 @@ class PersonaApiClient:
             raise PersonaUpstreamError(
                 f"persona API unreachable after {attempts.count} attempts: {type(e).__name__}",
             ) from e
-        duration_ms = (time.perf_counter() - started) * 1000
         return FetchResult(
-            body, attempts.count, status, duration_ms, etag, last_modified, cache_control
+            body, attempts.count, status, ms_since(started), etag, last_modified, cache_control
         )
 
 

@@ -46,6 +46,7 @@ from dispatcher.persona_resolver import Resolution
 from dispatcher.service import open_clients, open_resolver, open_store
 from dispatcher.shared_persona_store import SharedStoreUnavailable
 from telemetry.logs import configure_logging, get_logger
+from telemetry.timing import ms_since
 
 log = get_logger(__name__)
 
@@ -176,7 +177,7 @@ async def resolve_only(settings: Settings, number: str, room: str) -> Outcome:
         resolution, persona=written.persona, status=written.status, source=written.source
     )
     size = len(plan.encoded.encode())
-    return Outcome(number, room, resolution, None, size, None, _ms(started))
+    return Outcome(number, room, resolution, None, size, None, ms_since(started))
 
 
 async def set_up(settings: Settings, number: str, room: str) -> Outcome:
@@ -202,7 +203,7 @@ async def set_up(settings: Settings, number: str, room: str) -> Outcome:
             log.error("call.setup_failed", error=str(e), step=e.step, livekit_status=e.status)
             raise _livekit_error(e, settings.livekit.url) from None
         token = join_token(settings, room, number)
-        return Outcome(number, room, None, result, result.metadata_bytes, token, _ms(started))
+        return Outcome(number, room, None, result, result.metadata_bytes, token, ms_since(started))
 
 
 def _livekit_error(e: LiveKitError, url: str) -> CommandError:
@@ -213,10 +214,6 @@ def _livekit_error(e: LiveKitError, url: str) -> CommandError:
             "LiveKit refused the API key/secret (LIVEKIT_API_KEY / LIVEKIT_API_SECRET)", EXIT_AUTH
         )
     return CommandError(f"LiveKit API error: {e}", EXIT_LIVEKIT)
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
 
 
 def render(o: Outcome, settings: Settings) -> str:

@@ -15,6 +15,7 @@ from dispatcher.invalidation import (
     parse_invalidation,
     verify_signature,
 )
+from telemetry.timing import ms_since
 from webhooks.keys import ANSWER, EVENT_TYPE, METRICS, PERSONA_STORE, SETTINGS
 
 EVENT = "persona_invalidate"
@@ -37,7 +38,7 @@ async def invalidate_personas(request: web.Request) -> web.Response:
         {
             "status": "invalidated",
             "numbers": len(numbers),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "duration_ms": ms_since(started),
         }
     )
 

@@ -12,6 +12,7 @@ from dispatcher.invalidation import InvalidationAuthError, InvalidationPayloadEr
 from dispatcher.livekit_api import LiveKitError, LiveKitNotFound
 from dispatcher.shared_persona_store import SharedStoreUnavailable
 from telemetry.logs import get_logger
+from telemetry.timing import ms_since
 from webhooks.keys import ANSWER, EVENT_TYPE, METRICS, UNAUTHORIZED_LOG
 from webhooks.readiness import ServiceDraining
 from webhooks.verify import WebhookAuthError, WebhookPayloadError
@@ -19,14 +20,10 @@ from webhooks.verify import WebhookAuthError, WebhookPayloadError
 log = get_logger(__name__)
 
 
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
 def _reject(
     request: web.Request, status: int, reason: str, started: float, answer: str | None = None
 ) -> web.Response:
-    log.warning("webhook.rejected", status=status, reason=reason, duration_ms=_ms(started))
+    log.warning("webhook.rejected", status=status, reason=reason, duration_ms=ms_since(started))
     request[ANSWER] = answer or _ANSWERS[status]
     return web.json_response({"error": reason}, status=status)
 
@@ -41,7 +38,7 @@ def _unauthorized(request: web.Request, reason: str, started: float) -> web.Resp
             "webhook.rejected",
             status=401,
             reason=reason,
-            duration_ms=_ms(started),
+            duration_ms=ms_since(started),
             suppressed=suppressed,
         )
     request[ANSWER] = _ANSWERS[401]
@@ -83,7 +80,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             error=str(e),
             step=e.step,
             livekit_status=e.status,
-            duration_ms=_ms(started),
+            duration_ms=ms_since(started),
         )
         request[ANSWER] = "livekit_unavailable"
         return web.json_response({"error": "livekit unavailable", "step": e.step}, status=503)

@@ -39,6 +39,7 @@ from dispatcher.persona_payload import (
 from dispatcher.persona_store import Generation, PersonaStore
 from telemetry.logs import get_logger
 from telemetry.metrics import Metrics
+from telemetry.timing import ms_since
 
 log = get_logger(__name__)
 
@@ -48,6 +49,28 @@ FallbackReason = Literal[
 Revalidation = Literal["not_modified", "changed", "failed"]
 # A fetch whose result an invalidation refused is made again, once: the second began after it.
 FETCH_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A persona and where it was found, before its resolution is timed."""
+
+    persona: Persona
+    status: Status
+    source: str
+    number: DetectedNumber | None
+
+    def resolution(self, duration_ms: float, reason: FallbackReason | None = None) -> Resolution:
+        d = self.number
+        return Resolution(
+            self.persona,
+            self.status,
+            self.source,
+            d.number if d else None,
+            d.lookup if d else "caller",
+            duration_ms,
+            reason,
+        )
 
 
 @dataclass(frozen=True)
@@ -144,80 +167,80 @@ class PersonaResolver:
     async def resolve(self, numbers: list[DetectedNumber]) -> Resolution:
         """Never raises for persona trouble: the worst case is the default persona."""
         started = time.perf_counter()
+        found, reason = await self._cached_or_fetched(numbers)
+        if found is not None:
+            return found.resolution(ms_since(started))
+        fallback = await self._fallback_for(numbers, reason)
+        return self._fallback(fallback.resolution(ms_since(started), reason))
 
-        def done(
-            persona: Persona,
-            status: Status,
-            source: str,
-            d: DetectedNumber | None,
-            reason: FallbackReason | None = None,
-        ) -> Resolution:
-            return Resolution(
-                persona,
-                status,
-                source,
-                d.number if d else None,
-                d.lookup if d else "caller",
-                (time.perf_counter() - started) * 1000,
-                reason,
-            )
-
+    async def _cached_or_fetched(
+        self, numbers: list[DetectedNumber]
+    ) -> tuple[_Found | None, FallbackReason]:
+        """The first number's persona the cache holds or the CRM gives, within the deadline; else
+        why none was had."""
         reason: FallbackReason = "no_number" if not numbers else "not_found"
         try:
             async with asyncio.timeout(self._deadline):
                 for d in numbers:
                     held = await self._store.lookup(d.number)
                     if held is not None and held.phase != "stale":
-                        found = held.entry.persona
-                        log.info(
-                            "persona.cache_hit",
-                            lookup=d.lookup,
-                            found=found is not None,
-                            phase=held.phase,
-                            age_s=round(held.age_s, 1),
-                        )
-                        if found is not None:
-                            self._metrics.persona_cache.labels("hit").inc()
-                            if held.phase == "revalidate":
-                                self._revalidate_in_background(d.number)
-                            self._served(held.age_s)
-                            return done(found, "cached", "cache", d)
-                        self._metrics.persona_cache.labels("negative_hit").inc()
+                        cached = self._cache_hit(d, held)
+                        if cached is not None:
+                            return _Found(cached, "cached", "cache", d), reason
                         continue
                     self._metrics.persona_cache.labels("miss").inc()
                     if self._api is None:
-                        reason = "api_off"
-                        break
+                        return None, "api_off"
                     try:
                         persona = await asyncio.shield(self._shared_fetch(d.number))
                     except PersonaNotFound:
                         log.info("persona.not_found", lookup=d.lookup)
                         continue
                     self._served(0.0)
-                    return done(persona, "loaded", "api", d)
+                    return _Found(persona, "loaded", "api", d), reason
         except TimeoutError:
-            reason = "timeout"
+            return None, "timeout"
+        except PersonaInvalidPayload as e:
+            log.warning("persona.invalid_payload", error=str(e))
+            return None, "invalid_payload"
         except PersonaUpstreamError as e:
-            if isinstance(e, PersonaInvalidPayload):
-                reason = "invalid_payload"
-                log.warning("persona.invalid_payload", error=str(e))
-            else:
-                reason = "upstream_error"
-                log.warning("persona.upstream_error", error=str(e), http_status=e.status)
+            log.warning("persona.upstream_error", error=str(e), http_status=e.status)
+            return None, "upstream_error"
+        return None, reason
 
+    def _cache_hit(self, d: DetectedNumber, held: Held) -> Persona | None:
+        """A cached answer in its fresh or revalidate window: the persona (a refresh begun in the
+        background when due), or None for a remembered "not found"."""
+        found = held.entry.persona
+        log.info(
+            "persona.cache_hit",
+            lookup=d.lookup,
+            found=found is not None,
+            phase=held.phase,
+            age_s=round(held.age_s, 1),
+        )
+        if found is None:
+            self._metrics.persona_cache.labels("negative_hit").inc()
+            return None
+        self._metrics.persona_cache.labels("hit").inc()
+        if held.phase == "revalidate":
+            self._revalidate_in_background(d.number)
+        self._served(held.age_s)
+        return found
+
+    async def _fallback_for(self, numbers: list[DetectedNumber], reason: FallbackReason) -> _Found:
+        """The last good copy when the CRM failed, else the number's file, else the default."""
         if reason in ("timeout", "upstream_error", "invalid_payload"):
             for d in numbers:
                 stale = await self._store.lookup(d.number)
                 if stale is not None and stale.entry.persona is not None:
                     self._served(stale.age_s)
-                    return self._fallback(done(stale.entry.persona, "stale", "cache", d, reason))
+                    return _Found(stale.entry.persona, "stale", "cache", d)
         for d in numbers:
             from_file = self._files.load(d.number)
             if from_file is not None:
-                source = str(self._files.path_for(d.number))
-                return self._fallback(done(from_file, "file", source, d, reason))
-        first = numbers[0] if numbers else None
-        return self._fallback(done(self._default, "default", "default", first, reason))
+                return _Found(from_file, "file", str(self._files.path_for(d.number)), d)
+        return _Found(self._default, "default", "default", numbers[0] if numbers else None)
 
     def _fallback(self, r: Resolution) -> Resolution:
         log.info("persona.fallback", reason=r.fallback_reason, status=r.status, source=r.source)
@@ -297,7 +320,7 @@ class PersonaResolver:
         log.info(
             "persona.fetched",
             duration_ms=round(result.duration_ms, 1),
-            parse_ms=round((time.perf_counter() - started) * 1000, 1),
+            parse_ms=ms_since(started),
             bytes=len(result.body),
             attempts=result.attempts,
             http_status=result.status,

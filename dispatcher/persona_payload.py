@@ -345,14 +345,69 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
     Raises `PersonaPayloadError` for garbage and `PersonaNotInPayload` when no active persona is
     mapped.
     """
+    chosen = _choose_persona(data)
+    layers = _Layers([chosen.persona, chosen.agent, chosen.campaign, chosen.top])
+    full_config = _full_config(layers)
+    instructions, truncated = _instructions(layers, full_config, chosen.found, limits)
+    name = _text(
+        chosen.persona.get("name", "personaName") or chosen.agent.get("name"), WORD_MAX_BYTES
+    )
+    welcome, closing = _lines(layers)
+    # Speech settings may sit in fullConfig as well as on the persona or its voice agent.
+    speech = _Layers(
+        [chosen.persona, _Fields(full_config), chosen.agent, chosen.campaign, chosen.top]
+    )
+    language = speech.first("language")
+    return Persona(
+        instructions=instructions,
+        persona_id=_word(
+            chosen.persona.get("id", "_id", "personaId") or chosen.agent.get("personaId")
+        ),
+        name=name,
+        welcome=welcome or greeting_for(name),
+        closing=closing,
+        voice=_voice(speech.first("voice", "voiceId", "ttsVoice")),
+        language=_word(language) if isinstance(language, str) else None,
+        truncated=truncated,
+    )
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The payload's top level, and its chosen campaign, voice agent and persona (empty when none
+    was found, `found` False)."""
+
+    top: _Fields
+    campaign: _Fields
+    agent: _Fields
+    persona: _Fields
+    found: bool
+
+
+class _Layers:
+    """The persona's objects from the most to the least specific: a field missing on one is looked
+    up on the next."""
+
+    def __init__(self, layers: list[_Fields]) -> None:
+        self.layers = layers
+
+    def first(self, *names: str) -> Any:
+        for layer in self.layers:
+            value = layer.get(*names)
+            if value is not None:
+                return value
+        return None
+
+
+def _choose_persona(data: Any) -> _Chosen:
+    """The first active campaign's first active voice agent with a persona; raises
+    `PersonaNotInPayload` when every campaign or agent is inactive."""
     if not isinstance(data, dict):
         raise PersonaPayloadError(f"payload is a {type(data).__name__}, not an object")
     top = _Fields(data)
     campaigns_raw = top.get("campaigns")
     if campaigns_raw is not None and not isinstance(campaigns_raw, list):
         raise PersonaPayloadError("campaigns is not a list")
-    campaign = agent = persona = _Fields(None)
-    found = False
     campaigns, left_out = _pick(campaigns_raw or [])
     for c in campaigns:
         agents = c.get("voiceAgents", "voiceAgent", "agents")
@@ -363,51 +418,42 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
         for a in picked:
             p = a.get("persona")
             if isinstance(p, dict):
-                campaign, agent, persona, found = c, a, _Fields(p), True
-                break
-        if found:
-            break
-    if not found and left_out:
+                return _Chosen(top, c, a, _Fields(p), found=True)
+    if left_out:
         raise PersonaNotInPayload("only inactive campaigns or voice agents")
-    layers = [persona, agent, campaign, top]
+    none = _Fields(None)
+    return _Chosen(top, none, none, none, found=False)
 
-    def first(*names: str) -> Any:
-        for layer in layers:
-            value = layer.get(*names)
-            if value is not None:
-                return value
-        return None
 
-    personality = first("personality")
-    personality = personality.strip() if isinstance(personality, str) else None
-    full_config = first("fullConfig")
+def _full_config(layers: _Layers) -> dict[str, Any]:
+    full_config = layers.first("fullConfig")
     if full_config is not None and not isinstance(full_config, dict):
         raise PersonaPayloadError("fullConfig is not an object")
-    full_config = full_config or {}
+    return full_config or {}
+
+
+def _instructions(
+    layers: _Layers, full_config: dict[str, Any], found: bool, limits: PersonaLimits
+) -> tuple[str, bool]:
+    """The system prompt from the personality and the behaviour config, within its budget."""
+    personality = layers.first("personality")
+    personality = personality.strip() if isinstance(personality, str) else None
     if not found and not personality and not full_config:
         raise PersonaNotInPayload("no campaign maps a voice agent persona")
     instructions, truncated = compose_instructions(personality, full_config, limits)
     if not instructions:
         raise PersonaPayloadError("persona has neither personality nor behaviour config")
-    name = _text(persona.get("name", "personaName") or agent.get("name"), WORD_MAX_BYTES)
-    welcome, closing = _messages(first("messages"))
+    return instructions, truncated
+
+
+def _lines(layers: _Layers) -> tuple[str | None, str | None]:
+    """The welcome and closing lines: from `messages`, else from their own fields."""
+    welcome, closing = _messages(layers.first("messages"))
     if welcome is None:
-        welcome = _text(first("welcomeMessage", "greeting"))
+        welcome = _text(layers.first("welcomeMessage", "greeting"))
     if closing is None:
-        closing = _text(first("closingMessage"))
-    # Speech settings may sit in fullConfig as well as on the persona or its voice agent.
-    layers.insert(1, _Fields(full_config))
-    language = first("language")
-    return Persona(
-        instructions=instructions,
-        persona_id=_word(persona.get("id", "_id", "personaId") or agent.get("personaId")),
-        name=name,
-        welcome=welcome or greeting_for(name),
-        closing=closing,
-        voice=_voice(first("voice", "voiceId", "ttsVoice")),
-        language=_word(language) if isinstance(language, str) else None,
-        truncated=truncated,
-    )
+        closing = _text(layers.first("closingMessage"))
+    return welcome, closing
 
 
 def greeting_for(name: str | None) -> str:

@@ -27,6 +27,13 @@ class Metrics:
         """`shared_redis`: the replicas share a Redis (persona cache, reconciler lease), and its
         gauges exist; without it they are absent rather than a misleading 0."""
         self.registry = CollectorRegistry(auto_describe=True)
+        self._calls()
+        self._personas()
+        self._repairs()
+        self._shared(shared_redis)
+
+    def _calls(self) -> None:
+        """Webhooks and call set-ups: how many, how they ended, how long they took."""
         r = self.registry
         self.webhooks = Counter(
             f"{PREFIX}_webhooks_total",
@@ -55,6 +62,10 @@ class Metrics:
             ["step"],
             registry=r,
         )
+
+    def _personas(self) -> None:
+        """The persona lookups: the CRM's answers, the cache, fallbacks and freshness."""
+        r = self.registry
         self.persona_api_duration = Histogram(
             f"{PREFIX}_persona_api_request_duration_seconds",
             "Persona API requests (all attempts of one lookup), by outcome.",
@@ -104,6 +115,10 @@ class Metrics:
             buckets=AGE_BUCKETS,
             registry=r,
         )
+
+    def _repairs(self) -> None:
+        """What keeps a call from being lost: races, repairs, the reconciler and LiveKit's clock."""
+        r = self.registry
         self.dispatch_races = Counter(
             f"{PREFIX}_dispatch_races_total",
             "Dispatches settled after a race between replicas: kept (ours was the earliest) or "
@@ -166,8 +181,6 @@ class Metrics:
             "Rooms this process keeps set-up state for (until the call ends).",
             registry=r,
         )
-
-        self._shared(shared_redis)
 
     def _shared(self, shared_redis: bool) -> None:
         r = self.registry

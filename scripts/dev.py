@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from config.env import read_environment
 from devstack.agent_worker import AgentWorker, agent_worker_env
@@ -48,6 +48,16 @@ DEFAULT_REDIS_PORT = 6380
 
 class Service(Protocol):
     def stop(self) -> object: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+class Watched(Protocol):
+    name: str
+    log_path: Path
+
+    def alive(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -206,16 +216,7 @@ def in_networks(address: str, networks: Iterable[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logs: Path = args.log_dir
-    ports = Ports(
-        dispatcher=args.port,
-        livekit=args.livekit_port,
-        sip=args.sip_port if args.sip else None,
-        rtp=args.rtp_ports if args.sip else None,
-        redis=args.redis_port if args.sip else None,
-        metrics=(args.livekit_metrics_port, *((args.sip_metrics_port,) if args.sip else ())),
-    )
-    taken = ports_taken(ports)
+    taken = ports_taken(ports_of(args))
     if taken:
         print(
             f"dev: error: ports in use: {', '.join(taken)} (another dev stack? choose others "
@@ -224,102 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 1
-
-    dispatcher_url = f"http://127.0.0.1:{args.port}"
     services: list[Service] = []  # stopped in reverse order
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        redis: RedisServer | None = None
-        if args.sip:
-            redis = start_redis(port=args.redis_port, log_path=logs / "redis.log")
-            services.append(redis)
-        livekit = start_livekit_server(
-            webhook_urls=(dispatcher_url + "/webhooks/livekit",),
-            redis_address=redis.address if redis else None,
-            log_path=logs / "livekit-server.log",
-            port=args.livekit_port,
-            prometheus_port=args.livekit_metrics_port,
-        )
-        services.append(livekit)
-        sip_lines = "SIP             off (--no-sip)\n"
-        sip: LiveKitSip | None = None
-        if redis is not None:
-            sip = start_livekit_sip(
-                livekit,
-                redis.address,
-                sip_port=args.sip_port,
-                rtp_range=args.rtp_ports,
-                listen_ip=None,  # every interface: the phone is on the LAN
-                prometheus_port=args.sip_metrics_port,
-                log_path=logs / "livekit-sip.log",
-            )
-            services.append(sip)
-            env = read_environment()
-            setup = asyncio.run(
-                setup_sip(
-                    livekit.http_url,
-                    DEV_API_KEY,
-                    DEV_API_SECRET,
-                    auth_username=env.get("SIP_AUTH_USERNAME") or None,
-                    auth_password=env.get("SIP_AUTH_PASSWORD") or None,
-                )
-            )
-            sip_lines = dial_instructions(sip, setup)
-
-        env = {
-            "LIVEKIT_URL": livekit.ws_url,
-            "LIVEKIT_API_KEY": os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
-            "LIVEKIT_API_SECRET": os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
-            "PERSONA_API_BASE": args.persona_api,
-            # persona-dispatch-call's set-up log, beside the dispatcher's, for persona-logs.
-            "MANUAL_DISPATCH_LOG": str(logs / "manual-dispatch.log"),
-        }
-        # The operator tools read the same settings from this file (`--env-file`).
-        args.env_file.parent.mkdir(parents=True, exist_ok=True)
-        args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-        dispatcher = start_dispatcher(args.port, env, logs / "dispatcher.log")
-        services.append(dispatcher)
-        watched = [dispatcher]
-        if args.agent_stack != "none":
-            agent_env = {
-                "AGENT_MAX_JOBS": "0",  # livekit-agents' own load measure (CPU)
-                "TRANSCRIPT_PATH": str(ROOT / "conversations" / "transcripts.jsonl"),
-            }
-            # The worker's own settings (AGENT_*, TRANSCRIPT_PATH) may come from the environment.
-            agent_env.update(
-                {
-                    k: v
-                    for k, v in os.environ.items()
-                    if k.startswith("AGENT_") or k == "TRANSCRIPT_PATH"
-                }
-            )
-            agent_env["AGENT_STACK"] = args.agent_stack
-            worker = AgentWorker(
-                agent_worker_env(livekit, logs, **agent_env), logs / "agent-worker.log"
-            )
-            services.append(worker)
-            worker.start()
-        print(
-            f"livekit-server  {livekit.ws_url}  (key {DEV_API_KEY}, secret {DEV_API_SECRET})\n"
-            f"dispatcher      {dispatcher_url}/webhooks/livekit  persona API: {args.persona_api}\n"
-            f"agent           {args.agent_stack} stack, "
-            f"{'not started' if args.agent_stack == 'none' else 'registered'}\n"
-            f"{sip_lines}"
-            f"metrics         {metrics_lines(dispatcher_url, livekit, sip)}\n"
-            f"logs            {shown(logs)}/\n"
-            f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {shown(args.env_file)} "
-            f"--number {TEST_NUMBER}\n"
-            "Ctrl-C stops everything.",
-            flush=True,
-        )
-        if livekit.process is not None:
-            watched.append(livekit.process)
-        while all(p.alive() for p in watched):
-            time.sleep(0.5)
-        for p in watched:
-            if not p.alive():
-                print(f"{p.name} exited; its log ends with:\n{tail(p.log_path)}", flush=True)
-        return 1
+        return run_stack(args, services)
     except KeyboardInterrupt:
         return 0
     except SetupError as e:
@@ -331,6 +240,139 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for service in reversed(services):
             service.stop()
+
+
+def ports_of(args: argparse.Namespace) -> Ports:
+    return Ports(
+        dispatcher=args.port,
+        livekit=args.livekit_port,
+        sip=args.sip_port if args.sip else None,
+        rtp=args.rtp_ports if args.sip else None,
+        redis=args.redis_port if args.sip else None,
+        metrics=(args.livekit_metrics_port, *((args.sip_metrics_port,) if args.sip else ())),
+    )
+
+
+def run_stack(args: argparse.Namespace, services: list[Service]) -> int:
+    """Start every service in order (each added to `services` as it starts), say how to call
+    in, and run until one of them exits."""
+    logs: Path = args.log_dir
+    dispatcher_url = f"http://127.0.0.1:{args.port}"
+    redis = None
+    if args.sip:
+        redis = started(services, start_redis(port=args.redis_port, log_path=logs / "redis.log"))
+    livekit = started(
+        services,
+        start_livekit_server(
+            webhook_urls=(dispatcher_url + "/webhooks/livekit",),
+            redis_address=redis.address if redis else None,
+            log_path=logs / "livekit-server.log",
+            port=args.livekit_port,
+            prometheus_port=args.livekit_metrics_port,
+        ),
+    )
+    sip = None if redis is None else started(services, start_sip(args, livekit, redis))
+    sip_lines = "SIP             off (--no-sip)\n" if sip is None else set_up_sip(sip, livekit)
+    dispatcher = started(
+        services,
+        start_dispatcher(args.port, dispatcher_env(args, livekit), logs / "dispatcher.log"),
+    )
+    if args.agent_stack != "none":
+        started(services, agent_worker(args, livekit)).start()
+    print(banner(args, dispatcher_url, livekit, sip, sip_lines), flush=True)
+    return watch([dispatcher, *([livekit.process] if livekit.process is not None else [])])
+
+
+def started(services: list[Service], service: S) -> S:
+    services.append(service)
+    return service
+
+
+def start_sip(args: argparse.Namespace, livekit: LiveKitServer, redis: RedisServer) -> LiveKitSip:
+    return start_livekit_sip(
+        livekit,
+        redis.address,
+        sip_port=args.sip_port,
+        rtp_range=args.rtp_ports,
+        listen_ip=None,  # every interface: the phone is on the LAN
+        prometheus_port=args.sip_metrics_port,
+        log_path=args.log_dir / "livekit-sip.log",
+    )
+
+
+def set_up_sip(sip: LiveKitSip, livekit: LiveKitServer) -> str:
+    """The trunk and dispatch rule applied afresh; what a softphone dials."""
+    env = read_environment()
+    setup = asyncio.run(
+        setup_sip(
+            livekit.http_url,
+            DEV_API_KEY,
+            DEV_API_SECRET,
+            auth_username=env.get("SIP_AUTH_USERNAME") or None,
+            auth_password=env.get("SIP_AUTH_PASSWORD") or None,
+        )
+    )
+    return dial_instructions(sip, setup)
+
+
+def dispatcher_env(args: argparse.Namespace, livekit: LiveKitServer) -> dict[str, str]:
+    """The dispatcher's settings, also written to `--env-file` for the operator tools."""
+    env = {
+        "LIVEKIT_URL": livekit.ws_url,
+        "LIVEKIT_API_KEY": os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
+        "LIVEKIT_API_SECRET": os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
+        "PERSONA_API_BASE": args.persona_api,
+        # persona-dispatch-call's set-up log, beside the dispatcher's, for persona-logs.
+        "MANUAL_DISPATCH_LOG": str(args.log_dir / "manual-dispatch.log"),
+    }
+    args.env_file.parent.mkdir(parents=True, exist_ok=True)
+    args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return env
+
+
+def agent_worker(args: argparse.Namespace, livekit: LiveKitServer) -> AgentWorker:
+    agent_env = {
+        "AGENT_MAX_JOBS": "0",  # livekit-agents' own load measure (CPU)
+        "TRANSCRIPT_PATH": str(ROOT / "conversations" / "transcripts.jsonl"),
+    }
+    # The worker's own settings (AGENT_*, TRANSCRIPT_PATH) may come from the environment.
+    agent_env.update(
+        {k: v for k, v in os.environ.items() if k.startswith("AGENT_") or k == "TRANSCRIPT_PATH"}
+    )
+    agent_env["AGENT_STACK"] = args.agent_stack
+    logs: Path = args.log_dir
+    return AgentWorker(agent_worker_env(livekit, logs, **agent_env), logs / "agent-worker.log")
+
+
+def banner(
+    args: argparse.Namespace,
+    dispatcher_url: str,
+    livekit: LiveKitServer,
+    sip: LiveKitSip | None,
+    sip_lines: str,
+) -> str:
+    return (
+        f"livekit-server  {livekit.ws_url}  (key {DEV_API_KEY}, secret {DEV_API_SECRET})\n"
+        f"dispatcher      {dispatcher_url}/webhooks/livekit  persona API: {args.persona_api}\n"
+        f"agent           {args.agent_stack} stack, "
+        f"{'not started' if args.agent_stack == 'none' else 'registered'}\n"
+        f"{sip_lines}"
+        f"metrics         {metrics_lines(dispatcher_url, livekit, sip)}\n"
+        f"logs            {shown(args.log_dir)}/\n"
+        f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {shown(args.env_file)} "
+        f"--number {TEST_NUMBER}\n"
+        "Ctrl-C stops everything."
+    )
+
+
+def watch(watched: list[Watched]) -> int:
+    """Until one of `watched` exits: then its log's end, and 1."""
+    while all(p.alive() for p in watched):
+        time.sleep(0.5)
+    for p in watched:
+        if not p.alive():
+            print(f"{p.name} exited; its log ends with:\n{tail(p.log_path)}", flush=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -275,6 +275,18 @@ async def refresh(settings: Settings, number: str) -> None:
             raise CommandError(f"the shared cache did not answer: {e}", EXIT_UNREACHABLE) from None
 
 
+def log_warnings_to_stderr(settings: Settings) -> None:
+    """Warnings only, on stderr (stdout is for the summary), numbers masked by the plan."""
+    configure_logging(
+        "warning",
+        settings.logs.format,
+        service=SERVICE,
+        stream=sys.stderr,
+        unmasked=settings.logs.unmasked,
+        phone_region=settings.numbers.region,
+    )
+
+
 def refresh_main(args: argparse.Namespace) -> int:
     """`--refresh NUMBER`: touches no LiveKit, logs as a dry run does (warnings, on stderr)."""
     try:
@@ -286,13 +298,7 @@ def refresh_main(args: argparse.Namespace) -> int:
     if number is None:
         print(f"error: {args.refresh!r} is not a phone number", file=sys.stderr)
         return EXIT_BAD_NUMBER
-    configure_logging(
-        "warning",
-        settings.logs.format,
-        service=SERVICE,
-        stream=sys.stderr,
-        unmasked=settings.logs.unmasked,
-    )
+    log_warnings_to_stderr(settings)
     try:
         asyncio.run(refresh(settings, number))
     except CommandError as e:
@@ -336,14 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             phone_region=settings.numbers.region,
         )
     else:
-        configure_logging(
-            "warning",
-            settings.logs.format,
-            service=SERVICE,
-            stream=sys.stderr,
-            unmasked=settings.logs.unmasked,
-            phone_region=settings.numbers.region,
-        )
+        log_warnings_to_stderr(settings)
     try:
         outcome = asyncio.run(run(settings, number, room, args.dry_run))
     except CommandError as e:

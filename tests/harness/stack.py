@@ -24,6 +24,7 @@ from devstack.logs import read_log_events
 from devstack.processes import ROOT, ManagedProcess, free_port
 from devstack.services import LiveKitServer, dispatcher_process, start_livekit_server
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from tests.harness.calls import SipCaller, sip_token
 from tests.harness.fake_persona_api import start_fake_persona_api
 
 T = TypeVar("T")
@@ -326,3 +327,12 @@ async def agent_dispatches(
     lk: api.LiveKitAPI, room: str, agent_name: str
 ) -> list[api.AgentDispatch]:
     return [d for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name == agent_name]
+
+
+async def place_sip_call(stack: Stack, joined: list[SipCaller], number: str) -> SipCaller:
+    """A SIP caller from `number` joins a room of its own, as livekit-sip would bring it."""
+    room = unique_room(number)
+    token = sip_token(stack.livekit, room, caller=number, call_id=f"SCL_{room[-8:]}")
+    caller = await SipCaller(stack.livekit.ws_url, token).join()
+    joined.append(caller)
+    return caller

@@ -10,6 +10,7 @@ from livekit import api
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import clear_logs
 from devstack.processes import ROOT
+from tests.harness.calls import SipCaller
 from tests.harness.stack import Stack, start_stack
 
 
@@ -43,3 +44,12 @@ async def lk(stack: Stack) -> AsyncIterator[api.LiveKitAPI]:
     client = stack.api()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def callers() -> AsyncIterator[list[SipCaller]]:
+    """SIP callers a test places (`place_sip_call`); each leaves its room afterwards."""
+    joined: list[SipCaller] = []
+    yield joined
+    for c in joined:
+        await c.leave()

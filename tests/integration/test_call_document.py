@@ -26,7 +26,7 @@ from tests.agent.helpers import (
     contract_metadata,
     wait_for_records,
 )
-from tests.harness.calls import SipCaller, create_dispatch, sip_token, write_room_metadata
+from tests.harness.calls import SipCaller, create_dispatch, write_room_metadata
 from tests.harness.ferretdb import FerretDB, start_ferretdb, stop_ferretdb
 from tests.harness.fixture_personas import MEERA, PRIYA
 from tests.harness.stack import (
@@ -34,6 +34,7 @@ from tests.harness.stack import (
     eventually,
     join_sip,
     participant_token,
+    place_sip_call,
     start_stack,
     unique_number,
     unique_room,
@@ -84,22 +85,6 @@ async def calls(ferretdb: FerretDB) -> AsyncIterator[Any]:
     )
     yield client["persona_dispatcher"][COLLECTION]
     await client.close()
-
-
-@pytest.fixture
-async def callers() -> AsyncIterator[list[SipCaller]]:
-    joined: list[SipCaller] = []
-    yield joined
-    for c in joined:
-        await c.leave()
-
-
-async def place_call(stack: Stack, joined: list[SipCaller], number: str) -> SipCaller:
-    room = unique_room(number)
-    token = sip_token(stack.livekit, room, caller=number, call_id=f"SCL_{room[-8:]}")
-    caller = await SipCaller(stack.livekit.ws_url, token).join()
-    joined.append(caller)
-    return caller
 
 
 def transcript_path(worker: AgentWorker) -> Path:
@@ -156,7 +141,7 @@ async def test_a_call_leaves_one_complete_document_with_the_persona_spoken_and_i
 ) -> None:
     stack, worker = chain
     stack.persona_control()
-    caller = await place_call(stack, callers, "8655701159")
+    caller = await place_sip_call(stack, callers, "8655701159")
     room = caller.room.name
     await say(worker, caller, "Hello, who is this?", replies=1)
     await hang_up_by_saying_goodbye(worker, caller, replies=2)
@@ -198,7 +183,7 @@ async def test_a_call_answered_by_the_default_persona_says_so(
 ) -> None:
     stack, worker = chain
     stack.persona_control()
-    caller = await place_call(stack, callers, unique_number())
+    caller = await place_sip_call(stack, callers, unique_number())
     await say(worker, caller, "Hello?", replies=1)
     await caller.leave()
     callers.remove(caller)
@@ -239,7 +224,7 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
 ) -> None:
     stack, worker = chain
     stack.persona_control()
-    caller = await place_call(stack, callers, "9000000002")
+    caller = await place_sip_call(stack, callers, "9000000002")
     room = caller.room.name
     await document(calls, room, complete=False)  # the start is written
 
@@ -289,7 +274,7 @@ async def test_persona_logs_stored_reads_the_call_back_from_the_database(
 ) -> None:
     stack, worker = chain
     stack.persona_control()
-    caller = await place_call(stack, callers, "9000000002")
+    caller = await place_sip_call(stack, callers, "9000000002")
     await say(worker, caller, "Which offer?", replies=1)
     await wait_for_records(
         transcript_path(worker),

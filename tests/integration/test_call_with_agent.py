@@ -5,35 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from livekit import rtc
 
 from devstack.agent_worker import AgentWorker
 from telemetry.logs import redact_text
 from tests.agent.helpers import wait_for_records
-from tests.harness.calls import SipCaller, sip_token
+from tests.harness.calls import SipCaller
 from tests.harness.fixture_personas import BY_NUMBER, MEERA, PRIYA
-from tests.harness.stack import Stack, unique_room
-
-
-@pytest.fixture
-async def callers() -> AsyncIterator[list[SipCaller]]:
-    joined: list[SipCaller] = []
-    yield joined
-    for c in joined:
-        await c.leave()
-
-
-async def call(stack: Stack, joined: list[SipCaller], number: str) -> SipCaller:
-    room = unique_room(number)
-    token = sip_token(stack.livekit, room, caller=number, call_id=f"SCL_{room[-8:]}")
-    caller = await SipCaller(stack.livekit.ws_url, token).join()
-    joined.append(caller)
-    return caller
+from tests.harness.stack import Stack, place_sip_call
 
 
 def records(path: Path, room: str, kind: str | None = None, event: str | None = None) -> Any:
@@ -62,7 +44,7 @@ async def first_llm_request(worker: AgentWorker, caller: SipCaller) -> dict[str,
 async def test_caller_is_greeted_in_the_persona_the_dispatcher_resolved(
     persona_api: Stack, worker: AgentWorker, callers: list[SipCaller]
 ) -> None:
-    caller = await call(persona_api, callers, "8655701159")
+    caller = await place_sip_call(persona_api, callers, "8655701159")
     agent = await caller.wait_for_agent()
     assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
     await caller.wait_for_sound()
@@ -87,7 +69,7 @@ async def test_slow_persona_api_still_gives_the_agent_the_persona(
     room, so its first LLM request carries the persona, though the API took 1.5 s."""
     persona_api.persona_control(delay_s=1.5)
     started = time.monotonic()
-    caller = await call(persona_api, callers, "9000000002")
+    caller = await place_sip_call(persona_api, callers, "9000000002")
     await caller.wait_for_agent()
     assert time.monotonic() - started >= 1.5
     request = await first_llm_request(worker, caller)
@@ -103,7 +85,7 @@ async def test_two_callers_at_once_get_their_own_personas(
     persona_api: Stack, worker: AgentWorker, callers: list[SipCaller]
 ) -> None:
     numbers = ["8655701159", "9000000003"]
-    pair = await asyncio.gather(*(call(persona_api, callers, n) for n in numbers))
+    pair = await asyncio.gather(*(place_sip_call(persona_api, callers, n) for n in numbers))
     agents = await asyncio.gather(*(c.wait_for_agent() for c in pair))
     assert len({a.identity for a in agents}) == 2
     requests = await asyncio.gather(*(first_llm_request(worker, c) for c in pair))

@@ -94,6 +94,15 @@ def agent_name(r: EnvReader, name: str, raw: str) -> str | None:
     return raw
 
 
+def _agent_names(r: EnvReader, name: str, raw: str) -> tuple[str, ...] | None:
+    """A comma-separated list of agent names, each as `AGENT_NAME` allows."""
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    checked = [agent_name(r, name, n) for n in names]
+    if None in checked:
+        return None
+    return names
+
+
 def _persona_api_base(r: EnvReader, name: str, raw: str) -> str | None:
     if raw.lower() == "off":
         return None
@@ -184,6 +193,12 @@ class Settings:
     logs: LogSettings = field(default_factory=LogSettings)
     numbers: NumberSettings = field(default_factory=NumberSettings)
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
+    # The other agents this deployment runs (one worker each): the CRM's voice agent picks one
+    # of them by name; () means AGENT_NAME alone.
+    agent_names: tuple[str, ...] = setting("AGENT_NAMES", (), _agent_names)
+    # A dispatch of a CRM-named agent with no job this long after its creation is replaced by
+    # one of AGENT_NAME: no name without a worker leaves a caller ringing.
+    agent_job_timeout_s: float = setting("AGENT_JOB_TIMEOUT_S", 5.0, seconds)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))

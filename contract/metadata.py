@@ -21,6 +21,11 @@ READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "persona"
 
 Status = Literal["loaded", "cached", "stale", "file", "default"]
+# Why the dispatched agent is the one it is: `crm`, the CRM's voice agent is one of AGENT_NAMES;
+# `default`, the CRM named none; `unknown`, it named one this deployment does not run;
+# `no_job`, the CRM's agent got no job within AGENT_JOB_TIMEOUT_S and AGENT_NAME took the call.
+AgentReason = Literal["crm", "default", "unknown", "no_job"]
+AGENT_REASONS: tuple[AgentReason, ...] = ("crm", "default", "unknown", "no_job")
 Lookup = Literal["caller", "dialed"]
 STATUSES: tuple[Status, ...] = ("loaded", "cached", "stale", "file", "default")
 LOOKUPS: tuple[Lookup, ...] = ("caller", "dialed")
@@ -68,6 +73,9 @@ class Persona:
     voice: str | None = None
     language: str | None = None
     truncated: bool = False  # instructions were cut to their byte budget
+    # The voice agent the CRM names for the caller (its explicit agent-name field, else the voice
+    # agent's `name`): which of the deployment's agents answers (dispatcher/agent_choice.py).
+    voice_agent: str | None = None
 
 
 DEFAULT_PERSONA = Persona(
@@ -91,6 +99,9 @@ class PersonaMetadata:
     call_id: str | None = None
     resolved_at: str = ""
     version: int = CONTRACT_VERSION
+    # The agent dispatched into the room and why (None: written before agents were chosen).
+    agent: str | None = None
+    agent_reason: AgentReason | None = None
 
     def to_dict(self) -> dict[str, Any]:
         p = self.persona
@@ -109,6 +120,9 @@ class PersonaMetadata:
             "voice": p.voice,
             "language": p.language,
             "truncated": p.truncated,
+            "voice_agent": p.voice_agent,
+            "agent": self.agent,
+            "agent_reason": self.agent_reason,
             "resolved_at": self.resolved_at,
         }
 
@@ -228,7 +242,11 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         voice=_opt_str(d, "voice"),
         language=_opt_str(d, "language"),
         truncated=truncated,
+        voice_agent=_opt_str(d, "voice_agent"),
     )
+    agent_reason = d.get("agent_reason")
+    if agent_reason is not None and agent_reason not in AGENT_REASONS:
+        raise ContractError(f"persona.agent_reason {agent_reason!r} is not one of {AGENT_REASONS}")
     return PersonaMetadata(
         persona=persona,
         status=cast(Status, status),
@@ -238,6 +256,8 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         call_id=_opt_str(d, "call_id"),
         resolved_at=_opt_str(d, "resolved_at") or "",
         version=d["version"],
+        agent=_opt_str(d, "agent"),
+        agent_reason=cast(AgentReason | None, agent_reason),
     )
 
 

@@ -99,6 +99,11 @@ _BEHAVIOUR_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# An explicit field naming the deployment's agent that answers, wherever the payload puts it;
+# without one, the voice agent's own `name` says it.
+AGENT_NAME_KEYS = ("agentName", "voiceAgentName", "livekitAgent", "dispatchAgent")
+
+
 def _norm(key: str) -> str:
     return key.replace("_", "").replace("-", "").replace(" ", "").lower()
 
@@ -403,6 +408,7 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
         voice=_voice(first("voice", "voiceId", "ttsVoice")),
         language=_word(language) if isinstance(language, str) else None,
         truncated=truncated,
+        voice_agent=_word(first(*AGENT_NAME_KEYS) or agent.get("name")),
     )
 
 

@@ -170,6 +170,8 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             default_caller=settings.default_caller,
             agent_join_timeout_s=settings.agent_join_timeout_s,
             default_persona=resolver.default,
+            agent_names=settings.agent_names,
+            agent_job_timeout_s=settings.agent_job_timeout_s,
         ),
         metrics,
     )
@@ -213,6 +215,7 @@ def build_reconciler(settings: Settings, clients: Clients) -> Reconciler | None:
             agent_join_timeout_s=settings.agent_join_timeout_s,
             agent_name=settings.agent_name,
             api_timeout_s=settings.livekit.api_timeout_s,
+            agent_names=settings.agent_names,
         ),
         clients.metrics,
         clock=clients.rooms.now,

@@ -80,6 +80,20 @@ class Metrics:
             ["reason", "status"],
             registry=r,
         )
+        self.agent_choices = Counter(
+            f"{PREFIX}_agent_choices_total",
+            "Agents dispatched, by why that agent (crm: the CRM's voice agent is one of "
+            "AGENT_NAMES; default: the CRM named none; unknown: it named one not deployed).",
+            ["reason"],
+            registry=r,
+        )
+        self.agent_fallbacks = Counter(
+            f"{PREFIX}_agent_fallbacks_total",
+            "Dispatches of a CRM-named agent replaced by AGENT_NAME, by cause (no_job: no job "
+            "within AGENT_JOB_TIMEOUT_S).",
+            ["cause"],
+            registry=r,
+        )
         self.dispatch_races = Counter(
             f"{PREFIX}_dispatch_races_total",
             "Dispatches settled after a race between replicas: kept (ours was the earliest) or "

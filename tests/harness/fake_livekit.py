@@ -13,6 +13,7 @@ from email.utils import formatdate
 from aiohttp import web
 from google.protobuf.message import Message
 from livekit import api
+from livekit.protocol.agent import JobStatus
 
 
 @dataclass
@@ -31,6 +32,9 @@ class FakeLiveKit:
     # A server whose clock is not ours (epoch seconds): its answers' `Date` and its dispatches'
     # `created_at` follow it. None: our clock, and `created_at` a counter (1, 2, ...: long ago).
     server_clock: Callable[[], float] | None = None
+    # The agent names a worker serves: a dispatch of one gets a running job at once, of any other
+    # name none (as livekit-server leaves it). None: no dispatch gets a job.
+    serving: set[str] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_room(self, name: str, metadata: str = "") -> None:
@@ -96,7 +100,10 @@ async def twirp(request: web.Request) -> web.Response:
             room=creq.room,
             metadata=creq.metadata,
             state=api.AgentDispatchState(
-                created_at=int(fake.server_clock() * 1e9) if fake.server_clock else n
+                created_at=int(fake.server_clock() * 1e9) if fake.server_clock else n,
+                jobs=[api.Job(id=f"AJ_fake{n}", state=api.JobState(status=JobStatus.JS_RUNNING))]
+                if fake.serving is not None and creq.agent_name in fake.serving
+                else [],
             ),
         )
         fake.dispatches.setdefault(creq.room, []).append(d)

@@ -26,14 +26,30 @@ class CallControl(Protocol):
 class PersonaAgent(Agent):
     """An agent whose every word comes from the persona resolved before dispatch."""
 
-    def __init__(self, persona: Persona, *, call: CallControl, transcript: TranscriptLog) -> None:
+    def __init__(
+        self,
+        persona: Persona,
+        *,
+        call: CallControl,
+        transcript: TranscriptLog,
+        announce: str | None = None,
+    ) -> None:
         super().__init__(instructions=persona.instructions)
         self.persona = persona
+        # A caller the CRM does not know, under UNKNOWN_CALLER_POLICY=announce: say this, hang up.
+        self.announce = announce
         self._call = call
         self._transcript = transcript
         self._ending: asyncio.Task[None] | None = None
 
     async def on_enter(self) -> None:
+        if self.announce is not None:
+            # Verbatim and whole, then the line is cut: no conversation with an unknown caller.
+            line = self.say_whole(self.announce)
+            self._ending = asyncio.create_task(
+                self._hang_up_after(line, "announce"), name="announce"
+            )
+            return
         if self.persona.welcome:
             # A caller's "hello?" at pick-up must not cut the persona's first words.
             self.say_whole(self.persona.welcome)
@@ -72,14 +88,21 @@ class PersonaAgent(Agent):
         closing = self.say_whole(self.persona.closing) if self.persona.closing else None
         # Hanging up from inside the tool would cut the closing line (it plays after the tool
         # returns), so a task waits for its playout first.
-        self._ending = asyncio.create_task(self._hang_up_after(closing), name="end_call")
+        self._ending = asyncio.create_task(
+            self._hang_up_after(closing, "end_call"), name="end_call"
+        )
         return None
 
-    async def _hang_up_after(self, closing: SpeechHandle | None) -> None:
-        if closing is not None:
-            await closing.wait_for_playout()
-        log.info("call.ending", room=self._transcript.room, call_id=self._transcript.call_id)
-        await self._call.hang_up("end_call")
+    async def _hang_up_after(self, last_line: SpeechHandle | None, reason: str) -> None:
+        if last_line is not None:
+            await last_line.wait_for_playout()
+        log.info(
+            "call.ending",
+            room=self._transcript.room,
+            call_id=self._transcript.call_id,
+            reason=reason,
+        )
+        await self._call.hang_up(reason)
 
     @property
     def ending(self) -> asyncio.Task[None] | None:

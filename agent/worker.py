@@ -117,7 +117,9 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         # The session ends when the caller hangs up; the job (and its process) must end too.
         ctx.shutdown(reason="session closed")
 
-    agent = PersonaAgent(meta.persona, call=RoomCallControl(ctx), transcript=transcript)
+    agent = PersonaAgent(
+        meta.persona, call=RoomCallControl(ctx), transcript=transcript, announce=meta.announce
+    )
     await session.start(agent, room=ctx.room)
     log.info("agent.started", persona_id=meta.persona.persona_id)
 

@@ -27,7 +27,11 @@ from config.env import (
     text,
     url,
 )
-from contract.metadata import INSTRUCTIONS_MAX_BYTES, SECTION_MAX_BYTES
+from contract.metadata import (
+    DEFAULT_UNKNOWN_CALLER_MESSAGE,
+    INSTRUCTIONS_MAX_BYTES,
+    SECTION_MAX_BYTES,
+)
 from contract.phone_numbers import (
     ForeignNumbers,
     NumberPlan,
@@ -51,6 +55,7 @@ DEFAULT_AGENT_NAME = "friday"
 
 LookupKind = Literal["caller", "dialed"]
 LogFormat = Literal["json", "console"]
+UnknownCallerPolicy = Literal["answer", "reject", "announce"]
 
 
 def _livekit_secret(r: EnvReader, name: str, raw: str) -> str:
@@ -197,8 +202,18 @@ class Settings:
     # of them by name; () means AGENT_NAME alone.
     agent_names: tuple[str, ...] = setting("AGENT_NAMES", (), _agent_names)
     # A dispatch of a CRM-named agent with no job this long after its creation is replaced by
-    # one of AGENT_NAME: no name without a worker leaves a caller ringing.
-    agent_job_timeout_s: float = setting("AGENT_JOB_TIMEOUT_S", 5.0, seconds)
+    # one of AGENT_NAME: no name without a worker leaves a caller ringing. Over 5 s: livekit-server
+    # holds a job launch while it refreshes its cache of agent names, which takes 5 s.
+    agent_job_timeout_s: float = setting("AGENT_JOB_TIMEOUT_S", 8.0, seconds)
+    # A caller the CRM does not know (404, or no usable persona; never a CRM that is down, slow
+    # or broken): `answer` (the file or default persona), `reject` (the room is deleted while it
+    # rings: the caller hears busy, 486), `announce` (UNKNOWN_CALLER_MESSAGE, then hang up).
+    unknown_caller_policy: UnknownCallerPolicy = setting(
+        "UNKNOWN_CALLER_POLICY", "answer", choice("answer", "reject", "announce")
+    )
+    unknown_caller_message: str = setting(
+        "UNKNOWN_CALLER_MESSAGE", DEFAULT_UNKNOWN_CALLER_MESSAGE, text
+    )
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))

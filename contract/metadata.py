@@ -43,6 +43,8 @@ SECTION_MAX_BYTES = 16_000
 TRUNCATED_MARKER = "[… truncated]"
 
 DEFAULT_WELCOME = "Hello! This is Friday. How can I help you today?"
+# What the agent says to a caller the CRM does not know, with UNKNOWN_CALLER_POLICY=announce.
+DEFAULT_UNKNOWN_CALLER_MESSAGE = "Sorry, this number is not in service. Goodbye."
 DEFAULT_CLOSING = "Thank you for calling. Goodbye!"
 
 
@@ -102,6 +104,9 @@ class PersonaMetadata:
     # The agent dispatched into the room and why (None: written before agents were chosen).
     agent: str | None = None
     agent_reason: AgentReason | None = None
+    # Set for a caller the CRM does not know under UNKNOWN_CALLER_POLICY=announce: the agent says
+    # this verbatim, uninterruptible, then hangs up; no conversation.
+    announce: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         p = self.persona
@@ -123,6 +128,7 @@ class PersonaMetadata:
             "voice_agent": p.voice_agent,
             "agent": self.agent,
             "agent_reason": self.agent_reason,
+            "announce": self.announce,
             "resolved_at": self.resolved_at,
         }
 
@@ -258,6 +264,7 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         version=d["version"],
         agent=_opt_str(d, "agent"),
         agent_reason=cast(AgentReason | None, agent_reason),
+        announce=_opt_str(d, "announce"),
     )
 
 

@@ -19,8 +19,10 @@ import structlog
 from livekit import api
 from livekit.protocol.agent import JobStatus
 
+from config.settings import UnknownCallerPolicy
 from contract.metadata import (
     DEFAULT_PERSONA,
+    DEFAULT_UNKNOWN_CALLER_MESSAGE,
     Lookup,
     Persona,
     PersonaMetadata,
@@ -48,6 +50,7 @@ log = get_logger(__name__)
 
 
 Origin = Literal["webhook", "reconciler"]
+UNKNOWN_CALLER_OUTCOMES = {"answer": "answered", "reject": "rejected", "announce": "announced"}
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,10 @@ class SetupPolicy:
     # The other agents the CRM may name (AGENT_NAMES), and how long a dispatch of one of them
     # may go without a job before `agent_name` takes the call.
     agent_names: tuple[str, ...] = ()
-    agent_job_timeout_s: float = 5.0
+    agent_job_timeout_s: float = 8.0
+    # UNKNOWN_CALLER_POLICY and the line `announce` speaks.
+    unknown_caller: UnknownCallerPolicy = "answer"
+    unknown_caller_message: str = DEFAULT_UNKNOWN_CALLER_MESSAGE
 
     @property
     def roster(self) -> AgentRoster:
@@ -236,12 +242,19 @@ class CallSetup:
         try:
             with steps.timed("persona"):
                 resolution = await self.resolve_persona(numbers)
+            unknown = self.unknown_caller(join) if resolution.unknown_caller else None
+            if unknown == "reject":
+                with steps.timed("reject"):
+                    await room.delete()
+                return self._rejected(join, resolution.metadata(join.call_id), steps)
             with steps.timed("metadata"):
                 # Whether our agent is already dispatched is asked while the persona is written,
                 # so the dispatch follows the write at once (a dispatch another replica creates
                 # meanwhile is settled after ours, as one created just before our create is).
                 room.start_listing_dispatches()
                 meta = self._policy.roster.assign(resolution.metadata(join.call_id))
+                if unknown == "announce":
+                    meta = replace(meta, announce=self._policy.unknown_caller_message)
                 meta, size = await room.write_persona(meta)
             with steps.timed("dispatch"):
                 dispatch, meta = await room.dispatch_answering_agent(meta)
@@ -274,6 +287,34 @@ class CallSetup:
         if dispatch.created:
             self._metrics.agent_choices.labels(meta.agent_reason or "default").inc()
         self._metrics.setup_duration.observe(result.duration_ms / 1000)
+        return result
+
+    def unknown_caller(self, join: CallJoin) -> UnknownCallerPolicy:
+        """What UNKNOWN_CALLER_POLICY does with this caller: logged and counted, by outcome."""
+        policy = self._policy.unknown_caller
+        log.info(
+            "call.unknown_caller",
+            policy=policy,
+            outcome=UNKNOWN_CALLER_OUTCOMES[policy],
+            reason="not_found",
+            origin=join.origin,
+        )
+        self._metrics.unknown_callers.labels(policy, UNKNOWN_CALLER_OUTCOMES[policy]).inc()
+        return policy
+
+    def _rejected(self, join: CallJoin, meta: PersonaMetadata, steps: _Steps) -> SetupResult:
+        """The set-up of a call rejected while it rang: no metadata, no dispatch."""
+        result = SetupResult(
+            join.room, "", False, meta, steps.total_ms(), "rejected", 0, steps.ms, join.event_id
+        )
+        log.info(
+            "call.setup_done",
+            duration_ms=result.duration_ms,
+            status=meta.status,
+            source=meta.source,
+            dispatched=False,
+            rejected=True,
+        )
         return result
 
     async def redispatch(self, room: str, meta: PersonaMetadata) -> Dispatch:
@@ -385,6 +426,16 @@ class _Room:
                 task.cancel()
             elif not task.cancelled():
                 task.exception()
+
+    async def delete(self) -> None:
+        """Delete the room: a caller still ringing hears busy (livekit-sip answers 486)."""
+        with contextlib.suppress(LiveKitNotFound):  # the caller hung up first
+            await livekit_call(
+                "delete_room",
+                self._lk.room.delete_room(api.DeleteRoomRequest(room=self._name)),
+                self._policy.api_timeout_s,
+            )
+        log.info("room.deleted", reason="unknown_caller")
 
     async def _current_metadata(self) -> str:
         listed = await livekit_call(
@@ -504,17 +555,26 @@ class _Room:
         return stale[0] if stale else None
 
     async def _gets_job(self, dispatch_id: str) -> bool:
-        """Whether the dispatch gets a job within `AGENT_JOB_TIMEOUT_S` (or is gone meanwhile:
-        another replica settled it, and it is not ours to replace)."""
+        """Whether the dispatch gets a job within `AGENT_JOB_TIMEOUT_S`: its state lists one, or
+        an agent has joined the room (seen before the job in the dispatch's state, at times);
+        also True when it is gone meanwhile (another replica settled it: not ours to replace)."""
         deadline = time.monotonic() + self._policy.agent_job_timeout_s
         while True:
             listed = {d.id: d for d in await self._our_dispatches()}
             d = listed.get(dispatch_id)
-            if d is None or d.state.jobs:
+            if d is None or d.state.jobs or await self._agent_in_room():
                 return True
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(JOB_POLL_S)
+
+    async def _agent_in_room(self) -> bool:
+        listed = await livekit_call(
+            "list_participants",
+            self._lk.room.list_participants(api.ListParticipantsRequest(room=self._name)),
+            self._policy.api_timeout_s,
+        )
+        return any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants)
 
     async def _record_fallback(
         self, meta: PersonaMetadata, chosen: str, dispatch_id: str

@@ -172,6 +172,8 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             default_persona=resolver.default,
             agent_names=settings.agent_names,
             agent_job_timeout_s=settings.agent_job_timeout_s,
+            unknown_caller=settings.unknown_caller_policy,
+            unknown_caller_message=settings.unknown_caller_message,
         ),
         metrics,
     )

@@ -87,6 +87,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.unknown_callers = Counter(
+            f"{PREFIX}_unknown_callers_total",
+            "Callers the CRM does not know, by UNKNOWN_CALLER_POLICY and outcome (answered, "
+            "rejected, announced).",
+            ["policy", "outcome"],
+            registry=r,
+        )
         self.agent_fallbacks = Counter(
             f"{PREFIX}_agent_fallbacks_total",
             "Dispatches of a CRM-named agent replaced by AGENT_NAME, by cause (no_job: no job "

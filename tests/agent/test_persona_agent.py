@@ -167,3 +167,20 @@ def test_persona_voice_and_language_reach_the_speech_stack(settings: AgentSettin
     default = stack_factory(settings, {})(DEFAULT_PERSONA)
     assert isinstance(default.tts, ToneTTS)
     assert (default.tts.voice, default.tts.language) == (None, "en")
+
+
+async def test_an_announcement_is_said_verbatim_uninterruptible_then_the_call_ends(
+    start_call: Any,
+) -> None:
+    """UNKNOWN_CALLER_POLICY=announce: the message instead of the welcome, not cut by the caller,
+    then the agent hangs up; the LLM is never asked."""
+    message = "Sorry, this number is not in service. Goodbye."
+    c = await start_call(PIRATE)
+    c.agent.announce = message
+    result = await c.session.start(c.agent, capture_run=True)
+    assert assistant_texts(result.events) == [message]
+    await asyncio.wait_for(c.call.hung_up.wait(), 60)
+    assert c.call.reasons == ["announce"]
+    spoken = [r["text"] for r in c.call.transcript_at_hang_up if r["event"] == "turn"]
+    assert spoken == [message]
+    assert c.llm.requests == []

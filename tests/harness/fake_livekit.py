@@ -24,6 +24,7 @@ class FakeLiveKit:
     fail: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
     delay_s: dict[str, float] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    deleted_rooms: list[str] = field(default_factory=list)
     # For the reconciler's listing: each room's participants, and its creation (epoch seconds,
     # 0: long ago) and sid (default `RM_<name>`).
     participants: dict[str, list[api.ParticipantInfo]] = field(default_factory=dict)
@@ -83,6 +84,13 @@ async def twirp(request: web.Request) -> web.Response:
         rreq = api.ListRoomsRequest.FromString(body)
         names = [n for n in rreq.names if n in fake.rooms] if rreq.names else list(fake.rooms)
         return _proto(api.ListRoomsResponse(rooms=[fake.room(n) for n in names]))
+    if method == "DeleteRoom":
+        room_name = api.DeleteRoomRequest.FromString(body).room
+        if fake.rooms.pop(room_name, None) is None:
+            return _error(404, "not_found", "room not found")
+        fake.dispatches.pop(room_name, None)
+        fake.deleted_rooms.append(room_name)
+        return _proto(api.DeleteRoomResponse())
     if method == "ListParticipants":
         preq = api.ListParticipantsRequest.FromString(body)
         return _proto(api.ListParticipantsResponse(participants=fake.participants.get(preq.room)))

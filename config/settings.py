@@ -39,6 +39,7 @@ from contract.phone_numbers import (
     lookup_key,
     region_of_country_code,
 )
+from contract.transfer import transfer_target
 
 __all__ = [
     "LiveKitSettings",
@@ -106,6 +107,13 @@ def _agent_names(r: EnvReader, name: str, raw: str) -> tuple[str, ...] | None:
     if None in checked:
         return None
     return names
+
+
+def _transfer_to(r: EnvReader, name: str, raw: str) -> str | None:
+    target = transfer_target(raw)
+    if target is None:
+        r.problem(f"{name}={raw!r} is not a tel:+<number> or sip:user@host")
+    return target
 
 
 def _persona_api_base(r: EnvReader, name: str, raw: str) -> str | None:
@@ -214,6 +222,9 @@ class Settings:
     unknown_caller_message: str = setting(
         "UNKNOWN_CALLER_MESSAGE", DEFAULT_UNKNOWN_CALLER_MESSAGE, text
     )
+    # The human a caller may ask for when the persona names none (`tel:+<E.164>` or
+    # `sip:user@host`); unset: only personas that carry a target offer a transfer.
+    transfer_to: str | None = setting("TRANSFER_TO", None, _transfer_to)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
     webhook_max_bytes: int = setting("WEBHOOK_MAX_BYTES", 1024 * 1024, integer(minimum=1024))

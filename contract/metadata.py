@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 import orjson
 
 from contract.errors import PersonaDispatcherError
+from contract.transfer import transfer_target
 
 # 2: `config` (the CRM's fullConfig) is gone and `truncated` is new. Version 1 is still read, its
 # `config` ignored, so that agents can be upgraded before the dispatchers.
@@ -78,6 +79,10 @@ class Persona:
     # The voice agent the CRM names for the caller (its explicit agent-name field, else the voice
     # agent's `name`): which of the deployment's agents answers (dispatcher/agent_choice.py).
     voice_agent: str | None = None
+    # A human the agent may transfer the caller to (contract/transfer.py: `tel:` or `sip:`), and
+    # the line it says first; no target: the agent has no `transfer_call` tool.
+    transfer_to: str | None = None
+    transfer_line: str | None = None
 
 
 DEFAULT_PERSONA = Persona(
@@ -126,6 +131,8 @@ class PersonaMetadata:
             "language": p.language,
             "truncated": p.truncated,
             "voice_agent": p.voice_agent,
+            "transfer_to": p.transfer_to,
+            "transfer_line": p.transfer_line,
             "agent": self.agent,
             "agent_reason": self.agent_reason,
             "announce": self.announce,
@@ -212,6 +219,16 @@ def _opt_str(d: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _transfer_to(d: dict[str, Any]) -> str | None:
+    raw = _opt_str(d, "transfer_to")
+    if raw is None:
+        return None
+    target = transfer_target(raw)
+    if target is None:
+        raise ContractError(f"persona.transfer_to {raw!r} is not a tel: number or sip: URI")
+    return target
+
+
 def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
     """Read the `persona` key of room metadata; raises `ContractError` if absent or invalid."""
     if not raw_room_metadata or not raw_room_metadata.strip():
@@ -249,6 +266,8 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         language=_opt_str(d, "language"),
         truncated=truncated,
         voice_agent=_opt_str(d, "voice_agent"),
+        transfer_to=_transfer_to(d),
+        transfer_line=_opt_str(d, "transfer_line"),
     )
     agent_reason = d.get("agent_reason")
     if agent_reason is not None and agent_reason not in AGENT_REASONS:

@@ -147,6 +147,7 @@ class SetupPolicy:
     # UNKNOWN_CALLER_POLICY and the line `announce` speaks.
     unknown_caller: UnknownCallerPolicy = "answer"
     unknown_caller_message: str = DEFAULT_UNKNOWN_CALLER_MESSAGE
+    transfer_to: str | None = None  # TRANSFER_TO: for personas that name no target of their own
 
     @property
     def roster(self) -> AgentRoster:
@@ -252,7 +253,9 @@ class CallSetup:
                 # so the dispatch follows the write at once (a dispatch another replica creates
                 # meanwhile is settled after ours, as one created just before our create is).
                 room.start_listing_dispatches()
-                meta = self._policy.roster.assign(resolution.metadata(join.call_id))
+                meta = self._with_transfer(
+                    self._policy.roster.assign(resolution.metadata(join.call_id))
+                )
                 if unknown == "announce":
                     meta = replace(meta, announce=self._policy.unknown_caller_message)
                 meta, size = await room.write_persona(meta)
@@ -288,6 +291,12 @@ class CallSetup:
             self._metrics.agent_choices.labels(meta.agent_reason or "default").inc()
         self._metrics.setup_duration.observe(result.duration_ms / 1000)
         return result
+
+    def _with_transfer(self, meta: PersonaMetadata) -> PersonaMetadata:
+        """`meta` whose persona carries the deployment's TRANSFER_TO when it names none."""
+        if meta.persona.transfer_to is not None or self._policy.transfer_to is None:
+            return meta
+        return replace(meta, persona=replace(meta.persona, transfer_to=self._policy.transfer_to))
 
     def unknown_caller(self, join: CallJoin) -> UnknownCallerPolicy:
         """What UNKNOWN_CALLER_POLICY does with this caller: logged and counted, by outcome."""
@@ -325,7 +334,14 @@ class CallSetup:
         return dispatch
 
     def _room(self, name: str) -> _Room:
-        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics, self._rooms.now)
+        return _Room(
+            self._rooms.for_room(name),
+            name,
+            self._policy,
+            self._metrics,
+            self._rooms.now,
+            self._rooms.server,
+        )
 
     def find_caller(self, join: CallJoin) -> list[DetectedNumber]:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
@@ -396,8 +412,11 @@ class _Room:
         policy: SetupPolicy,
         metrics: Metrics,
         clock: Callable[[], float],
+        server: api.LiveKitAPI | None = None,
     ) -> None:
         self._lk = lk
+        # Deleting a room needs the server's own grants (roomCreate), not the room-scoped token.
+        self._server = server or lk
         self._clock = clock  # LiveKit's time
         self._name = name
         self._policy = policy
@@ -432,7 +451,7 @@ class _Room:
         with contextlib.suppress(LiveKitNotFound):  # the caller hung up first
             await livekit_call(
                 "delete_room",
-                self._lk.room.delete_room(api.DeleteRoomRequest(room=self._name)),
+                self._server.room.delete_room(api.DeleteRoomRequest(room=self._name)),
                 self._policy.api_timeout_s,
             )
         log.info("room.deleted", reason="unknown_caller")

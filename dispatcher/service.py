@@ -174,6 +174,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
             agent_job_timeout_s=settings.agent_job_timeout_s,
             unknown_caller=settings.unknown_caller_policy,
             unknown_caller_message=settings.unknown_caller_message,
+            transfer_to=settings.transfer_to,
         ),
         metrics,
     )

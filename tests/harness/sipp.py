@@ -19,7 +19,8 @@ from pathlib import Path
 
 from devstack.processes import ManagedProcess, free_port, require_system_binary
 
-SCENARIO = Path(__file__).resolve().parent / "sipp_scenarios" / "uac_call.xml"
+SCENARIOS = Path(__file__).resolve().parent / "sipp_scenarios"
+SCENARIO = SCENARIOS / "uac_call.xml"
 CALLERS_CSV = Path(__file__).resolve().parent / "sipp_scenarios" / "callers.csv"
 # Shipped by Debian's sip-tester; uac_call.xml plays it after ACK (236 packets: ~4.7 s of audio).
 RTP_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
@@ -153,6 +154,8 @@ class SippRun:
     timeout: float = 240.0
     workdir: Path | None = None
     nice: int | None = None
+    # Another call flow of sipp_scenarios/ (a busy answer expected, a BYE from our side...).
+    scenario: Path = SCENARIO
     process: ManagedProcess | None = None
     _started: float = 0.0
     _out: Path | None = field(default=None, repr=False)
@@ -164,7 +167,7 @@ class SippRun:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="sipp-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        scenario = shutil.copy(SCENARIO, self.workdir / SCENARIO.name)
+        scenario = shutil.copy(self.scenario, self.workdir / self.scenario.name)
         inf = write_injection(self.workdir / "calls.csv", self.calls)
         self._out = self.workdir / "sipp.out"
         # Only loopback: -i and -mi pin the SIP and RTP addresses sipp announces and binds.

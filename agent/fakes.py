@@ -45,6 +45,21 @@ def scripted_reply(chat_ctx: llm.ChatContext) -> FakeReply:
     return FakeReply(text=FAKE_REPLY)
 
 
+class FirstTool:
+    """A `reply_fn` whose first answer calls `tool`, then as `scripted_reply`: how a test with
+    no speech recognition (a real call from sipp) has the agent use a tool."""
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.called = False
+
+    def __call__(self, chat_ctx: llm.ChatContext) -> FakeReply:
+        if self.called:
+            return scripted_reply(chat_ctx)
+        self.called = True
+        return FakeReply(tool=self.tool)
+
+
 def _job_room() -> str | None:
     ctx = get_job_context(required=False)
     return ctx.job.room.name if ctx is not None else None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from config.env import read_environment
+from config.settings import load_settings
 from devstack.agent_worker import AgentWorker, agent_worker_env
 from devstack.processes import ROOT, port_free, tail, udp_ports_free
 from devstack.services import (
@@ -37,6 +38,7 @@ from devstack.services import (
     start_livekit_sip,
     start_redis,
 )
+from dispatcher.agent_choice import AgentRoster
 from operator_tools.manual_dispatch import TEST_NUMBER
 from provisioning.examples import LIVEKIT_PROMETHEUS_PORT, SIP_PROMETHEUS_PORT
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -195,6 +197,12 @@ def in_networks(address: str, networks: Iterable[str]) -> bool:
     return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+def other_agents() -> tuple[str, ...]:
+    """The agents of AGENT_NAMES besides AGENT_NAME, as the dispatcher reads them."""
+    settings = load_settings(livekit=False)
+    return AgentRoster(settings.agent_name, settings.agent_names).all[1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs: Path = args.log_dir
@@ -290,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             services.append(worker)
             worker.start()
+            # One worker process registers one name: one more per other agent of AGENT_NAMES.
+            for name in other_agents():
+                named = {**agent_env, "AGENT_NAME": name, "AGENT_HTTP_PORT": "0"}
+                other = AgentWorker(
+                    agent_worker_env(livekit, logs, **named), logs / f"agent-worker-{name}.log"
+                )
+                services.append(other)
+                other.start()
         print(
             f"livekit-server  {livekit.ws_url}  (key {DEV_API_KEY}, secret {DEV_API_SECRET})\n"
             f"dispatcher      {dispatcher_url}/webhooks/livekit  persona API: {args.persona_api}\n"

@@ -21,6 +21,7 @@ from agent.transcript import append_jsonl
 
 FAKE_REPLY = "I am a fake model; tell me more."
 HANG_UP_WORDS = ("bye", "goodbye", "hang up")
+TRANSFER_WORDS = ("human", "a person", "transfer me")
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,30 @@ class FakeReply:
 
 
 def scripted_reply(chat_ctx: llm.ChatContext) -> FakeReply:
-    """Ends the call when the caller's last words say goodbye, else a fixed line."""
+    """Transfers the call when the caller's last words ask for a person, ends it when they say
+    goodbye, else a fixed line."""
     last_user = next((m for m in reversed(chat_ctx.messages()) if m.role == "user"), None)
     text = (last_user.text_content or "").lower() if last_user else ""
+    if any(w in text for w in TRANSFER_WORDS):
+        return FakeReply(tool="transfer_call")
     if any(w in text for w in HANG_UP_WORDS):
         return FakeReply(tool="end_call")
     return FakeReply(text=FAKE_REPLY)
+
+
+class FirstTool:
+    """A `reply_fn` whose first answer calls `tool`, then as `scripted_reply`: how a test with
+    no speech recognition (a real call from sipp) has the agent use a tool."""
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.called = False
+
+    def __call__(self, chat_ctx: llm.ChatContext) -> FakeReply:
+        if self.called:
+            return scripted_reply(chat_ctx)
+        self.called = True
+        return FakeReply(tool=self.tool)
 
 
 def _job_room() -> str | None:

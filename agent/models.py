@@ -18,7 +18,7 @@ from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import AgentSession
 from livekit.agents.voice.turn import TurnDetectionMode
 
-from agent.fakes import RecordingLLM, ToneTTS
+from agent.fakes import FirstTool, RecordingLLM, ToneTTS, scripted_reply
 from config.agent_settings import AgentSettings, StackName
 from config.settings import SettingsError
 from contract.metadata import Persona
@@ -117,7 +117,12 @@ def stack_factory(settings: AgentSettings, preloaded: dict[str, Any]) -> StackFa
 
 def fake_stack(settings: AgentSettings, persona: Persona) -> ModelStack:
     return ModelStack(
-        llm=RecordingLLM(record_path=settings.fake_llm_log),
+        llm=RecordingLLM(
+            record_path=settings.fake_llm_log,
+            reply_fn=FirstTool(settings.fake_first_tool)
+            if settings.fake_first_tool
+            else scripted_reply,
+        ),
         tts=ToneTTS(
             record_path=settings.fake_llm_log,
             voice=persona.voice or settings.voice,

@@ -6,19 +6,23 @@ the (frozen) settings, so each child gets exactly the worker's settings.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import structlog
+from livekit import api
 from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
+from livekit.protocol import sip
 
 from agent.call_record import CallStart, persona_fields
 from agent.call_store import CallStore
 from agent.models import StackFactory, models_used, new_session, preload_models, stack_factory
-from agent.persona import AppliedPersona, resolve_persona, with_call_id
-from agent.persona_agent import PersonaAgent
+from agent.persona import SIP_KIND, AppliedPersona, resolve_persona, with_call_id
+from agent.persona_agent import PersonaAgent, TransferOutcome
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
 from contract.metadata import DispatchInfo, parse_dispatch_metadata
@@ -30,6 +34,9 @@ FactoryMaker = Callable[[AgentSettings, dict[str, Any]], StackFactory]
 WARMUP_MODULE = "agent.warmup"
 # Where a job process keeps its call's store for the session-end hook.
 CALL_STORE = "call_store"
+# A transfer waits for the far end to take the REFER (livekit-api's own wait covers its ringing).
+TRANSFER_TIMEOUT_S = 60.0
+STS_TRANSFER_FAILED = sip.SIPTransferStatus.STS_TRANSFER_FAILED
 
 
 class RoomCallControl:
@@ -43,6 +50,30 @@ class RoomCallControl:
         await self._ctx.delete_room()
         log.info("call.hung_up", reason=reason)
         self._ctx.shutdown(reason=reason)
+
+    async def transfer(self, to: str) -> TransferOutcome:
+        """SIP REFER of the caller to `to`, a dial tone playing meanwhile. livekit-api answers
+        with a status that must be read even when nothing raised."""
+        caller = next(
+            (p for p in self._ctx.room.remote_participants.values() if p.kind == SIP_KIND), None
+        )
+        if caller is None:
+            return TransferOutcome(False, "no caller in the room")
+        request = api.TransferSIPParticipantRequest(
+            room_name=self._ctx.room.name,
+            participant_identity=caller.identity,
+            transfer_to=to,
+            play_dialtone=True,
+        )
+        try:
+            async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+                answer = await self._ctx.api.sip.transfer_sip_participant(request)
+        except (api.TwirpError, TimeoutError, aiohttp.ClientError) as e:
+            return TransferOutcome(False, f"{type(e).__name__}: {e}")
+        if answer.status == STS_TRANSFER_FAILED:
+            reason = sip.SIPTransferReason.Name(answer.reason)
+            return TransferOutcome(False, f"{reason} (SIP {answer.sip_status})")
+        return TransferOutcome(True, sip.SIPTransferStatus.Name(answer.status))
 
 
 class JobProcessSetup:
@@ -168,7 +199,9 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         # The session ends when the caller hangs up; the job (and its process) must end too.
         ctx.shutdown(reason="session closed")
 
-    agent = PersonaAgent(meta.persona, call=RoomCallControl(ctx), transcript=transcript)
+    agent = PersonaAgent(
+        meta.persona, call=RoomCallControl(ctx), transcript=transcript, announce=meta.announce
+    )
     await session.start(agent, room=ctx.room)
     log.info("agent.started", persona_id=meta.persona.persona_id)
 

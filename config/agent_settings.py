@@ -110,6 +110,9 @@ class AgentSettings:
     call_store: CallStoreSettings = field(default_factory=CallStoreSettings)
     # The fake stack's record of every LLM request and spoken line (JSON lines), for tests.
     fake_llm_log: Path | None = setting("AGENT_FAKE_LLM_LOG", None, path)
+    # The fake stack's first LLM answer calls this tool (tests of a real call, where no speech
+    # is recognised): `transfer_call`, say.
+    fake_first_tool: str | None = setting("AGENT_FAKE_FIRST_TOOL", None, text)
     openai_realtime_model: str = setting("OPENAI_REALTIME_MODEL", "gpt-realtime", text)
     openai_llm_model: str = setting("OPENAI_LLM_MODEL", "gpt-4.1-mini", text)
     openai_tts_model: str = setting("OPENAI_TTS_MODEL", "gpt-4o-mini-tts", text)

@@ -27,7 +27,11 @@ from config.env import (
     text,
     url,
 )
-from contract.metadata import INSTRUCTIONS_MAX_BYTES, SECTION_MAX_BYTES
+from contract.metadata import (
+    DEFAULT_UNKNOWN_CALLER_MESSAGE,
+    INSTRUCTIONS_MAX_BYTES,
+    SECTION_MAX_BYTES,
+)
 from contract.phone_numbers import (
     ForeignNumbers,
     NumberPlan,
@@ -35,6 +39,7 @@ from contract.phone_numbers import (
     lookup_key,
     region_of_country_code,
 )
+from contract.transfer import transfer_target
 
 __all__ = [
     "LiveKitSettings",
@@ -51,6 +56,7 @@ DEFAULT_AGENT_NAME = "friday"
 
 LookupKind = Literal["caller", "dialed"]
 LogFormat = Literal["json", "console"]
+UnknownCallerPolicy = Literal["answer", "reject", "announce"]
 
 
 def _livekit_secret(r: EnvReader, name: str, raw: str) -> str:
@@ -92,6 +98,22 @@ def agent_name(r: EnvReader, name: str, raw: str) -> str | None:
         r.problem(f"{name}={raw!r} may hold only letters, digits, '-' and '_'")
         return None
     return raw
+
+
+def _agent_names(r: EnvReader, name: str, raw: str) -> tuple[str, ...] | None:
+    """A comma-separated list of agent names, each as `AGENT_NAME` allows."""
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    checked = [agent_name(r, name, n) for n in names]
+    if None in checked:
+        return None
+    return names
+
+
+def _transfer_to(r: EnvReader, name: str, raw: str) -> str | None:
+    target = transfer_target(raw)
+    if target is None:
+        r.problem(f"{name}={raw!r} is not a tel:+<number> or sip:user@host")
+    return target
 
 
 def _persona_api_base(r: EnvReader, name: str, raw: str) -> str | None:
@@ -191,6 +213,25 @@ class Settings:
     logs: LogSettings = field(default_factory=LogSettings)
     numbers: NumberSettings = field(default_factory=NumberSettings)
     agent_name: str = setting("AGENT_NAME", DEFAULT_AGENT_NAME, agent_name)
+    # The other agents this deployment runs (one worker each): the CRM's voice agent picks one
+    # of them by name; () means AGENT_NAME alone.
+    agent_names: tuple[str, ...] = setting("AGENT_NAMES", (), _agent_names)
+    # A dispatch of a CRM-named agent with no job this long after its creation is replaced by
+    # one of AGENT_NAME: no name without a worker leaves a caller ringing. Over 5 s: livekit-server
+    # holds a job launch while it refreshes its cache of agent names, which takes 5 s.
+    agent_job_timeout_s: float = setting("AGENT_JOB_TIMEOUT_S", 8.0, seconds)
+    # A caller the CRM does not know (404, or no usable persona; never a CRM that is down, slow
+    # or broken): `answer` (the file or default persona), `reject` (the room is deleted while it
+    # rings: the caller hears busy, 486), `announce` (UNKNOWN_CALLER_MESSAGE, then hang up).
+    unknown_caller_policy: UnknownCallerPolicy = setting(
+        "UNKNOWN_CALLER_POLICY", "answer", choice("answer", "reject", "announce")
+    )
+    unknown_caller_message: str = setting(
+        "UNKNOWN_CALLER_MESSAGE", DEFAULT_UNKNOWN_CALLER_MESSAGE, text
+    )
+    # The human a caller may ask for when the persona names none (`tel:+<E.164>` or
+    # `sip:user@host`); unset: only personas that carry a target offer a transfer.
+    transfer_to: str | None = setting("TRANSFER_TO", None, _transfer_to)
     host: str = setting("HOST", "127.0.0.1", text)
     port: int = setting("PORT", 8080, integer(minimum=0))
     # An optional second listener for /metrics and /readyz's detail (webhooks/admin.py), so that

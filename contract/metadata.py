@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 import orjson
 
 from contract.errors import PersonaDispatcherError
+from contract.transfer import transfer_target
 
 # 2: `config` (the CRM's fullConfig) is gone and `truncated` is new. Version 1 is still read, its
 # `config` ignored, so that agents can be upgraded before the dispatchers.
@@ -21,6 +22,11 @@ READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "persona"
 
 Status = Literal["loaded", "cached", "stale", "file", "default"]
+# Why the dispatched agent is the one it is: `crm`, the CRM's voice agent is one of AGENT_NAMES;
+# `default`, the CRM named none; `unknown`, it named one this deployment does not run;
+# `no_job`, the CRM's agent got no job within AGENT_JOB_TIMEOUT_S and AGENT_NAME took the call.
+AgentReason = Literal["crm", "default", "unknown", "no_job"]
+AGENT_REASONS: tuple[AgentReason, ...] = ("crm", "default", "unknown", "no_job")
 Lookup = Literal["caller", "dialed"]
 STATUSES: tuple[Status, ...] = ("loaded", "cached", "stale", "file", "default")
 LOOKUPS: tuple[Lookup, ...] = ("caller", "dialed")
@@ -38,6 +44,8 @@ SECTION_MAX_BYTES = 16_000
 TRUNCATED_MARKER = "[… truncated]"
 
 DEFAULT_WELCOME = "Hello! This is Friday. How can I help you today?"
+# What the agent says to a caller the CRM does not know, with UNKNOWN_CALLER_POLICY=announce.
+DEFAULT_UNKNOWN_CALLER_MESSAGE = "Sorry, this number is not in service. Goodbye."
 DEFAULT_CLOSING = "Thank you for calling. Goodbye!"
 
 
@@ -68,6 +76,13 @@ class Persona:
     voice: str | None = None
     language: str | None = None
     truncated: bool = False  # instructions were cut to their byte budget
+    # The voice agent the CRM names for the caller (its explicit agent-name field, else the voice
+    # agent's `name`): which of the deployment's agents answers (dispatcher/agent_choice.py).
+    voice_agent: str | None = None
+    # A human the agent may transfer the caller to (contract/transfer.py: `tel:` or `sip:`), and
+    # the line it says first; no target: the agent has no `transfer_call` tool.
+    transfer_to: str | None = None
+    transfer_line: str | None = None
 
 
 DEFAULT_PERSONA = Persona(
@@ -91,6 +106,12 @@ class PersonaMetadata:
     call_id: str | None = None
     resolved_at: str = ""
     version: int = CONTRACT_VERSION
+    # The agent dispatched into the room and why (None: written before agents were chosen).
+    agent: str | None = None
+    agent_reason: AgentReason | None = None
+    # Set for a caller the CRM does not know under UNKNOWN_CALLER_POLICY=announce: the agent says
+    # this verbatim, uninterruptible, then hangs up; no conversation.
+    announce: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         p = self.persona
@@ -109,6 +130,12 @@ class PersonaMetadata:
             "voice": p.voice,
             "language": p.language,
             "truncated": p.truncated,
+            "voice_agent": p.voice_agent,
+            "transfer_to": p.transfer_to,
+            "transfer_line": p.transfer_line,
+            "agent": self.agent,
+            "agent_reason": self.agent_reason,
+            "announce": self.announce,
             "resolved_at": self.resolved_at,
         }
 
@@ -192,6 +219,16 @@ def _opt_str(d: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _transfer_to(d: dict[str, Any]) -> str | None:
+    raw = _opt_str(d, "transfer_to")
+    if raw is None:
+        return None
+    target = transfer_target(raw)
+    if target is None:
+        raise ContractError(f"persona.transfer_to {raw!r} is not a tel: number or sip: URI")
+    return target
+
+
 def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
     """Read the `persona` key of room metadata; raises `ContractError` if absent or invalid."""
     if not raw_room_metadata or not raw_room_metadata.strip():
@@ -228,7 +265,13 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         voice=_opt_str(d, "voice"),
         language=_opt_str(d, "language"),
         truncated=truncated,
+        voice_agent=_opt_str(d, "voice_agent"),
+        transfer_to=_transfer_to(d),
+        transfer_line=_opt_str(d, "transfer_line"),
     )
+    agent_reason = d.get("agent_reason")
+    if agent_reason is not None and agent_reason not in AGENT_REASONS:
+        raise ContractError(f"persona.agent_reason {agent_reason!r} is not one of {AGENT_REASONS}")
     return PersonaMetadata(
         persona=persona,
         status=cast(Status, status),
@@ -238,6 +281,9 @@ def decode_persona_metadata(raw_room_metadata: str) -> PersonaMetadata:
         call_id=_opt_str(d, "call_id"),
         resolved_at=_opt_str(d, "resolved_at") or "",
         version=d["version"],
+        agent=_opt_str(d, "agent"),
+        agent_reason=cast(AgentReason | None, agent_reason),
+        announce=_opt_str(d, "announce"),
     )
 
 

@@ -19,8 +19,10 @@ import structlog
 from livekit import api
 from livekit.protocol.agent import JobStatus
 
+from config.settings import UnknownCallerPolicy
 from contract.metadata import (
     DEFAULT_PERSONA,
+    DEFAULT_UNKNOWN_CALLER_MESSAGE,
     Lookup,
     Persona,
     PersonaMetadata,
@@ -31,6 +33,7 @@ from contract.metadata import (
     encode_room_metadata,
 )
 from contract.phone_numbers import NumberPlan
+from dispatcher.agent_choice import AgentRoster
 from dispatcher.caller import (
     CallParty,
     DetectedNumber,
@@ -47,6 +50,7 @@ log = get_logger(__name__)
 
 
 Origin = Literal["webhook", "reconciler"]
+UNKNOWN_CALLER_OUTCOMES = {"answer": "answered", "reject": "rejected", "announce": "announced"}
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,18 @@ class SetupPolicy:
     agent_join_timeout_s: float = 10.0
     # The persona written when the resolved one does not fit beside the room's other keys.
     default_persona: Persona = DEFAULT_PERSONA
+    # The other agents the CRM may name (AGENT_NAMES), and how long a dispatch of one of them
+    # may go without a job before `agent_name` takes the call.
+    agent_names: tuple[str, ...] = ()
+    agent_job_timeout_s: float = 8.0
+    # UNKNOWN_CALLER_POLICY and the line `announce` speaks.
+    unknown_caller: UnknownCallerPolicy = "answer"
+    unknown_caller_message: str = DEFAULT_UNKNOWN_CALLER_MESSAGE
+    transfer_to: str | None = None  # TRANSFER_TO: for personas that name no target of their own
+
+    @property
+    def roster(self) -> AgentRoster:
+        return AgentRoster(self.agent_name, self.agent_names)
 
 
 @dataclass(frozen=True)
@@ -148,13 +164,18 @@ class Dispatch:
     replaced: tuple[str, ...] = ()  # dispatches deleted because they never got a job
 
 
-def agent_dispatches(listed: list[api.AgentDispatch], agent_name: str) -> list[api.AgentDispatch]:
-    """The dispatches of `agent_name` among a room's, deleted ones left out (every room also
-    lists an implicit dispatch with an empty agent name)."""
-    return [d for d in listed if d.agent_name == agent_name and not d.state.deleted_at]
+def agent_dispatches(
+    listed: list[api.AgentDispatch], agent_names: str | tuple[str, ...]
+) -> list[api.AgentDispatch]:
+    """The dispatches of our agents (`agent_names`) among a room's, deleted ones left out (every
+    room also lists an implicit dispatch with an empty agent name)."""
+    names = (agent_names,) if isinstance(agent_names, str) else agent_names
+    return [d for d in listed if d.agent_name in names and not d.state.deleted_at]
 
 
 DispatchState = Literal["live", "waiting", "stale", "ended"]
+# How often a new dispatch of a CRM-named agent is looked at while it waits for its job.
+JOB_POLL_S = 0.25
 _JOB_LIVE = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)
 
 
@@ -222,14 +243,24 @@ class CallSetup:
         try:
             with steps.timed("persona"):
                 resolution = await self.resolve_persona(numbers)
+            unknown = self.unknown_caller(join) if resolution.unknown_caller else None
+            if unknown == "reject":
+                with steps.timed("reject"):
+                    await room.delete()
+                return self._rejected(join, resolution.metadata(join.call_id), steps)
             with steps.timed("metadata"):
                 # Whether our agent is already dispatched is asked while the persona is written,
                 # so the dispatch follows the write at once (a dispatch another replica creates
                 # meanwhile is settled after ours, as one created just before our create is).
                 room.start_listing_dispatches()
-                meta, size = await room.write_persona(resolution.metadata(join.call_id))
+                meta = self._with_transfer(
+                    self._policy.roster.assign(resolution.metadata(join.call_id))
+                )
+                if unknown == "announce":
+                    meta = replace(meta, announce=self._policy.unknown_caller_message)
+                meta, size = await room.write_persona(meta)
             with steps.timed("dispatch"):
-                dispatch = await room.ensure_one_dispatch(meta)
+                dispatch, meta = await room.dispatch_answering_agent(meta)
         except LiveKitError as e:
             self._metrics.setup_failures.labels(e.step).inc()
             raise
@@ -252,18 +283,65 @@ class CallSetup:
             status=meta.status,
             source=meta.source,
             dispatched=dispatch.created,
+            agent_name=meta.agent,
+            agent_reason=meta.agent_reason,
         )
         self._metrics.setups.labels(meta.status, source_kind(meta.source), join.origin).inc()
+        if dispatch.created:
+            self._metrics.agent_choices.labels(meta.agent_reason or "default").inc()
         self._metrics.setup_duration.observe(result.duration_ms / 1000)
+        return result
+
+    def _with_transfer(self, meta: PersonaMetadata) -> PersonaMetadata:
+        """`meta` whose persona carries the deployment's TRANSFER_TO when it names none."""
+        if meta.persona.transfer_to is not None or self._policy.transfer_to is None:
+            return meta
+        return replace(meta, persona=replace(meta.persona, transfer_to=self._policy.transfer_to))
+
+    def unknown_caller(self, join: CallJoin) -> UnknownCallerPolicy:
+        """What UNKNOWN_CALLER_POLICY does with this caller: logged and counted, by outcome."""
+        policy = self._policy.unknown_caller
+        log.info(
+            "call.unknown_caller",
+            policy=policy,
+            outcome=UNKNOWN_CALLER_OUTCOMES[policy],
+            reason="not_found",
+            origin=join.origin,
+        )
+        self._metrics.unknown_callers.labels(policy, UNKNOWN_CALLER_OUTCOMES[policy]).inc()
+        return policy
+
+    def _rejected(self, join: CallJoin, meta: PersonaMetadata, steps: _Steps) -> SetupResult:
+        """The set-up of a call rejected while it rang: no metadata, no dispatch."""
+        result = SetupResult(
+            join.room, "", False, meta, steps.total_ms(), "rejected", 0, steps.ms, join.event_id
+        )
+        log.info(
+            "call.setup_done",
+            duration_ms=result.duration_ms,
+            status=meta.status,
+            source=meta.source,
+            dispatched=False,
+            rejected=True,
+        )
         return result
 
     async def redispatch(self, room: str, meta: PersonaMetadata) -> Dispatch:
         """Step 4 again for a room whose persona is in place (the reconciler's repair): replace
-        dispatches that never got a job, keep one whose job is pending or running."""
-        return await self._room(room).ensure_one_dispatch(meta, replace_jobless=True)
+        dispatches that never got a job, keep one whose job is pending or running; the agent is
+        the one the metadata names, or `AGENT_NAME` when that one's dispatch never got a job."""
+        dispatch, _ = await self._room(room).dispatch_answering_agent(meta, replace_jobless=True)
+        return dispatch
 
     def _room(self, name: str) -> _Room:
-        return _Room(self._rooms.for_room(name), name, self._policy, self._metrics, self._rooms.now)
+        return _Room(
+            self._rooms.for_room(name),
+            name,
+            self._policy,
+            self._metrics,
+            self._rooms.now,
+            self._rooms.server,
+        )
 
     def find_caller(self, join: CallJoin) -> list[DetectedNumber]:
         """Step 1: the numbers to look the persona up by, in `PERSONA_LOOKUP` order."""
@@ -334,8 +412,11 @@ class _Room:
         policy: SetupPolicy,
         metrics: Metrics,
         clock: Callable[[], float],
+        server: api.LiveKitAPI | None = None,
     ) -> None:
         self._lk = lk
+        # Deleting a room needs the server's own grants (roomCreate), not the room-scoped token.
+        self._server = server or lk
         self._clock = clock  # LiveKit's time
         self._name = name
         self._policy = policy
@@ -364,6 +445,16 @@ class _Room:
                 task.cancel()
             elif not task.cancelled():
                 task.exception()
+
+    async def delete(self) -> None:
+        """Delete the room: a caller still ringing hears busy (livekit-sip answers 486)."""
+        with contextlib.suppress(LiveKitNotFound):  # the caller hung up first
+            await livekit_call(
+                "delete_room",
+                self._server.room.delete_room(api.DeleteRoomRequest(room=self._name)),
+                self._policy.api_timeout_s,
+            )
+        log.info("room.deleted", reason="unknown_caller")
 
     async def _current_metadata(self) -> str:
         listed = await livekit_call(
@@ -415,9 +506,10 @@ class _Room:
         With `replace_jobless`, a dispatch that never got a job within the agent-join timeout
         is deleted first: it will never bring an agent, and deleting it cannot remove one.
         """
-        agent_name = self._policy.agent_name
+        agent_name = self._policy.roster.agent_of(meta)
         started = time.perf_counter()
         listed = await (self._listing or self._our_dispatches())
+        self._listing = None  # a second look lists afresh
         # A dispatch whose jobs have all ended brings no agent again: as good as absent.
         ours = [d for d in listed if not self._ended(d)]
         replaced: list[str] = []
@@ -454,6 +546,74 @@ class _Room:
             return Dispatch(winner.id, False, "lost_race", tuple(replaced))
         return Dispatch(created.id, True, "created", tuple(replaced))
 
+    async def dispatch_answering_agent(
+        self, meta: PersonaMetadata, *, replace_jobless: bool = False
+    ) -> tuple[Dispatch, PersonaMetadata]:
+        """Step 4 for the agent `meta` names; when that is not `AGENT_NAME` and its dispatch gets
+        no job within `AGENT_JOB_TIMEOUT_S` (no worker serves the name, or it stopped), that
+        dispatch is deleted and `AGENT_NAME` dispatched instead, the metadata saying so."""
+        chosen = self._policy.roster.agent_of(meta)
+        if chosen == self._policy.agent_name:
+            return await self.ensure_one_dispatch(meta, replace_jobless=replace_jobless), meta
+        if replace_jobless and (stale := await self._jobless_dispatch_of(chosen)) is not None:
+            # The reconciler's repair: the chosen agent already had its chance.
+            meta = await self._record_fallback(meta, chosen, stale)
+            return await self.ensure_one_dispatch(meta, replace_jobless=True), meta
+        dispatch = await self.ensure_one_dispatch(meta, replace_jobless=replace_jobless)
+        if not dispatch.created or await self._gets_job(dispatch.dispatch_id):
+            return dispatch, meta
+        await self._delete(dispatch.dispatch_id)
+        meta = await self._record_fallback(meta, chosen, dispatch.dispatch_id)
+        fallback = await self.ensure_one_dispatch(meta)
+        return replace(fallback, replaced=(*dispatch.replaced, dispatch.dispatch_id)), meta
+
+    async def _jobless_dispatch_of(self, agent_name: str) -> str | None:
+        """The id of a dispatch of `agent_name` that never got a job in time, if there is one."""
+        listed = await self._our_dispatches()
+        stale = [d.id for d in listed if d.agent_name == agent_name and self._jobless(d)]
+        return stale[0] if stale else None
+
+    async def _gets_job(self, dispatch_id: str) -> bool:
+        """Whether the dispatch gets a job within `AGENT_JOB_TIMEOUT_S`: its state lists one, or
+        an agent has joined the room (seen before the job in the dispatch's state, at times);
+        also True when it is gone meanwhile (another replica settled it: not ours to replace)."""
+        deadline = time.monotonic() + self._policy.agent_job_timeout_s
+        while True:
+            listed = {d.id: d for d in await self._our_dispatches()}
+            d = listed.get(dispatch_id)
+            if d is None or d.state.jobs or await self._agent_in_room():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(JOB_POLL_S)
+
+    async def _agent_in_room(self) -> bool:
+        listed = await livekit_call(
+            "list_participants",
+            self._lk.room.list_participants(api.ListParticipantsRequest(room=self._name)),
+            self._policy.api_timeout_s,
+        )
+        return any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants)
+
+    async def _record_fallback(
+        self, meta: PersonaMetadata, chosen: str, dispatch_id: str
+    ) -> PersonaMetadata:
+        """`AGENT_NAME` in place of `chosen`, whose dispatch got no job: logged, counted and
+        written into the room's metadata."""
+        default = self._policy.agent_name
+        log.warning(
+            "call.agent_fallback",
+            agent_name=chosen,
+            fallback=default,
+            dispatch_id=dispatch_id,
+            timeout_s=self._policy.agent_job_timeout_s,
+        )
+        self._metrics.agent_fallbacks.labels("no_job").inc()
+        if self._reading is None:
+            self.start_reading()
+        written, _ = await self.write_persona(replace(meta, agent=default, agent_reason="no_job"))
+        return written
+
     def _ended(self, d: api.AgentDispatch) -> bool:
         return dispatch_state(d, self._policy.agent_join_timeout_s, self._clock()) == "ended"
 
@@ -474,7 +634,7 @@ class _Room:
             self._lk.agent_dispatch.list_dispatch(self._name),
             self._policy.api_timeout_s,
         )
-        return agent_dispatches(listed, self._policy.agent_name)
+        return agent_dispatches(listed, self._policy.roster.all)
 
     async def _settle(self, ours: api.AgentDispatch) -> api.AgentDispatch:
         """Another replica may have created a dispatch between our check and our create: all

@@ -26,6 +26,7 @@ from contract.metadata import (
     TRUNCATED_MARKER,
     Persona,
 )
+from contract.transfer import transfer_target
 
 
 class PersonaPayloadError(PersonaDispatcherError, ValueError):
@@ -97,6 +98,20 @@ _BEHAVIOUR_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("FAQ", ("faq", "faqs")),
     ("Knowledge", ("knowledge", "knowledgebase", "context")),
 )
+
+
+# An explicit field naming the deployment's agent that answers, wherever the payload puts it;
+# without one, the voice agent's own `name` says it.
+AGENT_NAME_KEYS = ("agentName", "voiceAgentName", "livekitAgent", "dispatchAgent")
+
+
+# Where the CRM may put the number or SIP URI of a human to transfer the caller to.
+TRANSFER_KEYS = ("transferTo", "transferNumber", "humanTransfer", "escalationNumber", "forwardTo")
+
+
+def _transfer_to(value: Any) -> str | None:
+    """A valid transfer target, or None (an invalid one is dropped: the agent offers none)."""
+    return transfer_target(value) if isinstance(value, str) and len(value) < 300 else None
 
 
 def _norm(key: str) -> str:
@@ -369,6 +384,9 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
         voice=_voice(speech.first("voice", "voiceId", "ttsVoice")),
         language=_word(language) if isinstance(language, str) else None,
         truncated=truncated,
+        voice_agent=_word(speech.first(*AGENT_NAME_KEYS) or chosen.agent.get("name")),
+        transfer_to=_transfer_to(speech.first(*TRANSFER_KEYS)),
+        transfer_line=_text(speech.first("transferMessage", "transferLine")),
     )
 
 

@@ -85,6 +85,12 @@ class Resolution:
     duration_ms: float
     fallback_reason: FallbackReason | None = None
 
+    @property
+    def unknown_caller(self) -> bool:
+        """The CRM answered that it does not know the caller (404, or no usable persona), now or
+        in a remembered answer: never said of a CRM that is down, slow or broken."""
+        return self.fallback_reason == "not_found"
+
     def metadata(self, call_id: str | None = None) -> PersonaMetadata:
         """The contract's room-metadata value for this resolution."""
         return PersonaMetadata(

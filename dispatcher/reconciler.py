@@ -62,6 +62,7 @@ class ReconcilePolicy:
     agent_name: str
     api_timeout_s: float
     concurrency: int = 8  # per-room checks and repairs at once
+    agent_names: tuple[str, ...] = ()  # AGENT_NAMES: dispatches of these are ours too
 
 
 @dataclass
@@ -302,7 +303,7 @@ class Reconciler:
             "list_dispatch",
             self._rooms.server.agent_dispatch.list_dispatch(room.name),
         )
-        ours = agent_dispatches(dispatches, self._policy.agent_name)
+        ours = agent_dispatches(dispatches, (self._policy.agent_name, *self._policy.agent_names))
         now = self._clock()
         states = {d.id: dispatch_state(d, self._policy.agent_join_timeout_s, now) for d in ours}
         live = [d for d in ours if states[d.id] == "live"]

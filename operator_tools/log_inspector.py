@@ -35,6 +35,7 @@ SERVICES = frozenset({"dispatcher", "agent", "manual-dispatch"})
 ERROR_LEVELS = frozenset({"warning", "error", "critical"})
 PERSONA_STATUSES = STATUSES
 END_EVENTS = frozenset({"call.ended", "room.released"})
+TRANSFER_EVENTS = {"call.transferred": "done", "call.transfer_failed": "failed"}
 # A room seen only in webhook lines (an ignored track event, a non-SIP room, its release) is
 # not a call.
 WEBHOOK_EVENTS = frozenset(
@@ -158,6 +159,12 @@ class Call:
     end_reason: str | None = None
     end_t: float = math.inf
     errors: list[str] = field(default_factory=list)
+    # Who answered and whether anyone did: the agent dispatched and why, what UNKNOWN_CALLER_POLICY
+    # did with the caller, and a transfer to a human (`done` or `failed`).
+    agent: str | None = None
+    agent_reason: str | None = None
+    unknown_caller: str | None = None
+    transfer: str | None = None
     resolutions: int = 0
     cached_resolutions: int = 0
     cache_hit_events: int = 0
@@ -210,6 +217,12 @@ class Call:
                 self.setup_ms = _number(f.get("duration_ms"))
             if f.get("dispatched") is True:
                 self.dispatched = True
+            self.agent = _text(f.get("agent_name")) or self.agent
+            self.agent_reason = _text(f.get("agent_reason")) or self.agent_reason
+        elif event == "call.unknown_caller":
+            self.unknown_caller = _text(f.get("outcome"))
+        elif event in TRANSFER_EVENTS:
+            self.transfer = TRANSFER_EVENTS[event]
         elif event == "agent.dispatched":
             self.dispatched = True
         elif event == "persona.cache_hit":
@@ -246,6 +259,10 @@ class Call:
             "dispatched": self.dispatched,
             "agent_joined": self.agent_joined,
             "ended": self.end_reason,
+            "agent": self.agent,
+            "agent_reason": self.agent_reason,
+            "unknown_caller": self.unknown_caller,
+            "transfer": self.transfer,
             "errors": len(self.errors),
             "events": self.events,
         }

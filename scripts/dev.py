@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from config.env import read_environment
+from config.settings import load_settings
 from devstack.agent_worker import AgentWorker, agent_worker_env
 from devstack.processes import ROOT, port_free, tail, udp_ports_free
 from devstack.services import (
@@ -37,6 +38,7 @@ from devstack.services import (
     start_livekit_sip,
     start_redis,
 )
+from dispatcher.agent_choice import AgentRoster
 from operator_tools.manual_dispatch import TEST_NUMBER
 from provisioning.examples import LIVEKIT_PROMETHEUS_PORT, SIP_PROMETHEUS_PORT
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -214,6 +216,12 @@ def in_networks(address: str, networks: Iterable[str]) -> bool:
     return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+def other_agents() -> tuple[str, ...]:
+    """The agents of AGENT_NAMES besides AGENT_NAME, as the dispatcher reads them."""
+    settings = load_settings(livekit=False)
+    return AgentRoster(settings.agent_name, settings.agent_names).all[1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     taken = ports_taken(ports_of(args))
@@ -278,7 +286,8 @@ def run_stack(args: argparse.Namespace, services: list[Service]) -> int:
         start_dispatcher(args.port, dispatcher_env(args, livekit), logs / "dispatcher.log"),
     )
     if args.agent_stack != "none":
-        started(services, agent_worker(args, livekit)).start()
+        for worker in agent_workers(args, livekit):
+            started(services, worker).start()
     print(banner(args, dispatcher_url, livekit, sip, sip_lines), flush=True)
     return watch([dispatcher, *([livekit.process] if livekit.process is not None else [])])
 
@@ -330,7 +339,9 @@ def dispatcher_env(args: argparse.Namespace, livekit: LiveKitServer) -> dict[str
     return env
 
 
-def agent_worker(args: argparse.Namespace, livekit: LiveKitServer) -> AgentWorker:
+def agent_workers(args: argparse.Namespace, livekit: LiveKitServer) -> list[AgentWorker]:
+    """The worker of AGENT_NAME, and one more per other agent of AGENT_NAMES (one worker process
+    registers one name)."""
     agent_env = {
         "AGENT_MAX_JOBS": "0",  # livekit-agents' own load measure (CPU)
         "TRANSCRIPT_PATH": str(ROOT / "conversations" / "transcripts.jsonl"),
@@ -341,7 +352,13 @@ def agent_worker(args: argparse.Namespace, livekit: LiveKitServer) -> AgentWorke
     )
     agent_env["AGENT_STACK"] = args.agent_stack
     logs: Path = args.log_dir
-    return AgentWorker(agent_worker_env(livekit, logs, **agent_env), logs / "agent-worker.log")
+    workers = [AgentWorker(agent_worker_env(livekit, logs, **agent_env), logs / "agent-worker.log")]
+    for name in other_agents():
+        named = {**agent_env, "AGENT_NAME": name, "AGENT_HTTP_PORT": "0"}
+        workers.append(
+            AgentWorker(agent_worker_env(livekit, logs, **named), logs / f"agent-worker-{name}.log")
+        )
+    return workers
 
 
 def banner(

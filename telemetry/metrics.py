@@ -62,6 +62,27 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        self.agent_choices = Counter(
+            f"{PREFIX}_agent_choices_total",
+            "Agents dispatched, by why that agent (crm: the CRM's voice agent is one of "
+            "AGENT_NAMES; default: the CRM named none; unknown: it named one not deployed).",
+            ["reason"],
+            registry=r,
+        )
+        self.unknown_callers = Counter(
+            f"{PREFIX}_unknown_callers_total",
+            "Callers the CRM does not know, by UNKNOWN_CALLER_POLICY and outcome (answered, "
+            "rejected, announced).",
+            ["policy", "outcome"],
+            registry=r,
+        )
+        self.agent_fallbacks = Counter(
+            f"{PREFIX}_agent_fallbacks_total",
+            "Dispatches of a CRM-named agent replaced by AGENT_NAME, by cause (no_job: no job "
+            "within AGENT_JOB_TIMEOUT_S).",
+            ["cause"],
+            registry=r,
+        )
 
     def _personas(self) -> None:
         """The persona lookups: the CRM's answers, the cache, fallbacks and freshness."""

@@ -539,3 +539,34 @@ def test_follow_show_prints_new_events_of_the_call_as_they_arrive() -> None:
     assert [e["service"] for e in events] == ["dispatcher"] * 8 + ["agent"] * 4
     assert events[-1]["event"] == "call.ended"
     assert events[-1]["offset_ms"] == 37000.0
+
+
+def test_a_calls_row_shows_who_answered_and_whether_anyone_did() -> None:
+    """persona-logs shows each decision of issue 21: the agent and why, the unknown-caller
+    policy's outcome, and a transfer."""
+
+    def line(event: str, room: str, second: int, **fields: Any) -> str:
+        ts = f"2026-11-25T19:40:{second:02d}.000Z"
+        return json.dumps(
+            {"event": event, "room": room, "ts": ts, "level": "info", "service": "dispatcher"}
+            | fields
+        )
+
+    inspector = Inspector().feed_all(
+        [
+            line("call.agent_fallback", "call_1", 1, agent_name="ghost", fallback="friday"),
+            line("call.setup_done", "call_1", 2, agent_name="friday", agent_reason="no_job"),
+            line("call.transfer_failed", "call_1", 3, to="tel:+918000000009"),
+            line("call.unknown_caller", "call_2", 4, policy="reject", outcome="rejected"),
+            line("call.setup_done", "call_2", 5, dispatched=False, rejected=True),
+        ]
+    )
+    rows = {r["room"]: r for r in (c.row() for c in inspector.select())}
+    decided = {
+        room: (r["agent"], r["agent_reason"], r["unknown_caller"], r["transfer"])
+        for room, r in rows.items()
+    }
+    assert decided == {
+        "call_1": ("friday", "no_job", None, "failed"),
+        "call_2": (None, None, "rejected", None),
+    }

@@ -48,7 +48,7 @@ def as_written(default: Any) -> str | None:
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
     if isinstance(default, tuple):
-        return ",".join(default)
+        return ",".join(default) or None  # an empty list: unset
     return str(default)
 
 
@@ -62,6 +62,8 @@ def documented_defaults(text: str) -> dict[str, str | None]:
         if not line.startswith("| `") or len(cells) < 3:
             continue
         names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        if not names:
+            continue  # a table of something else (a policy's values, say)
         tokens = re.findall(r"`[^`]*`|\([a-z-]+\)", cells[1])
         values = [
             t[1:-1] if t.startswith("`") else (REQUIRED if t == REQUIRED else None) for t in tokens

@@ -11,6 +11,7 @@ from typing import Any
 
 from livekit import rtc
 
+from agent.persona_agent import TransferOutcome
 from contract.metadata import Persona, PersonaMetadata
 from devstack.logs import read_json_lines
 
@@ -108,9 +109,18 @@ class RecordingCall:
 
     def __init__(self, transcript_path: Path | None = None) -> None:
         self.reasons: list[str] = []
+        self.transfers: list[str] = []
+        self.transfer_outcome = TransferOutcome(True, "STS_TRANSFER_SUCCESSFUL")
         self.transcript_path = transcript_path
         self.transcript_at_hang_up: list[dict[str, Any]] = []
         self.hung_up = asyncio.Event()
+
+    async def transfer(self, to: str) -> TransferOutcome:
+        """Records the target; answers `transfer_outcome` (a refused REFER when not ok)."""
+        self.transfers.append(to)
+        if self.transfer_outcome.ok and self.transcript_path is not None:
+            self.transcript_at_hang_up = read_jsonl(self.transcript_path)
+        return self.transfer_outcome
 
     async def hang_up(self, reason: str) -> None:
         self.reasons.append(reason)

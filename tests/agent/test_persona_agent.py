@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,14 @@ from structlog.testing import capture_logs
 from agent.fakes import FAKE_REPLY, RecordingLLM, ToneTTS
 from agent.models import ModelStack, new_session, stack_factory
 from agent.persona import resolve_persona
-from agent.persona_agent import PersonaAgent
+from agent.persona_agent import PersonaAgent, TransferOutcome
 from agent.transcript import TranscriptLog
 from agent.worker import log_applied
 from config.agent_settings import AgentSettings, load_agent_settings
 from contract.metadata import DEFAULT_PERSONA, Persona
+from contract.transfer import DEFAULT_TRANSFER_FAILED_LINE
 from tests.agent.helpers import LIBRARIAN, PIRATE, MetadataRoom, RecordingCall, read_jsonl
+from tests.harness.stack import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -167,3 +169,81 @@ def test_persona_voice_and_language_reach_the_speech_stack(settings: AgentSettin
     default = stack_factory(settings, {})(DEFAULT_PERSONA)
     assert isinstance(default.tts, ToneTTS)
     assert (default.tts.voice, default.tts.language) == (None, "en")
+
+
+async def test_an_announcement_is_said_verbatim_uninterruptible_then_the_call_ends(
+    start_call: Any,
+) -> None:
+    """UNKNOWN_CALLER_POLICY=announce: the message instead of the welcome, not cut by the caller,
+    then the agent hangs up; the LLM is never asked."""
+    message = "Sorry, this number is not in service. Goodbye."
+    c = await start_call(PIRATE)
+    c.agent.announce = message
+    result = await c.session.start(c.agent, capture_run=True)
+    assert assistant_texts(result.events) == [message]
+    await asyncio.wait_for(c.call.hung_up.wait(), 60)
+    assert c.call.reasons == ["announce"]
+    spoken = [r["text"] for r in c.call.transcript_at_hang_up if r["event"] == "turn"]
+    assert spoken == [message]
+    assert c.llm.requests == []
+
+
+RAVI = "sip:ravi@pbx.example.com"
+
+
+async def test_a_persona_without_a_transfer_target_offers_no_transfer(start_call: Any) -> None:
+    c = await start_call(PIRATE)
+    await c.session.start(c.agent)
+    await c.session.run(user_input="Hello")
+    assert "transfer_call" not in c.llm.requests[0]["tools"]
+
+
+async def test_transfer_call_says_the_line_then_transfers_to_the_personas_target(
+    start_call: Any,
+) -> None:
+    persona = replace(PIRATE, transfer_to=RAVI, transfer_line="Hold on, Ravi will take it.")
+    c = await start_call(persona)
+    await c.session.start(c.agent)
+    result = await c.session.run(user_input="Can I talk to a human please?")
+    calls = [e.item.name for e in result.events if isinstance(e, FunctionCallEvent)]
+    assert calls == ["transfer_call"]
+    assert c.agent.transferring is not None
+    outcome = await asyncio.wait_for(c.agent.transferring, 60)
+    assert outcome.ok
+    assert c.call.transfers == [RAVI]
+    # The transfer line was spoken before the REFER.
+    spoken = [r["text"] for r in c.call.transcript_at_hang_up if r["event"] == "turn"]
+    assert spoken[-1] == "Hold on, Ravi will take it."
+    records = read_jsonl(c.transcript)
+    assert [r["to"] for r in records if r["event"] == "call.transferred"] == [RAVI]
+
+
+async def test_a_refused_transfer_is_told_to_the_caller_and_the_call_goes_on(
+    start_call: Any,
+) -> None:
+    c = await start_call(replace(PIRATE, transfer_to=RAVI))
+    c.call.transfer_outcome = TransferOutcome(False, "STR_REJECTED (SIP 603)")
+    await c.session.start(c.agent)
+    await c.session.run(user_input="Transfer me to a human.")
+    assert c.agent.transferring is not None
+    outcome = await asyncio.wait_for(c.agent.transferring, 60)
+    assert not outcome.ok
+    records = await wait_for_failure_line(c.transcript)
+    assert [r["detail"] for r in records if r["event"] == "call.transfer_failed"] == [
+        "STR_REJECTED (SIP 603)"
+    ]
+    assert c.call.reasons == []  # not hung up
+    await c.session.run(user_input="Okay, then tell me about the treasure.")
+    assert len(c.llm.requests) == 2
+
+
+async def wait_for_failure_line(transcript: Path) -> list[dict[str, Any]]:
+    """The transcript once it holds the agent's line about the failed transfer."""
+
+    def said() -> list[dict[str, Any]] | None:
+        records = read_jsonl(transcript)
+        texts = [r.get("text") for r in records if r["event"] == "turn"]
+        return records if DEFAULT_TRANSFER_FAILED_LINE in texts else None
+
+    found: list[dict[str, Any]] = await eventually(said, 30, "the failure line")
+    return found

@@ -77,6 +77,8 @@ def dev() -> Iterator[DevCommand]:
         # Load by job count, not CPU: on a busy 2-core CI machine the worker would otherwise
         # report itself full and the server would hold the call's job back.
         "AGENT_MAX_JOBS": "50",
+        # A second agent the CRM may name: the dev command runs a worker for it too.
+        "AGENT_NAMES": "friday,meera",
     }
     output_path = LOG_DIR / "dev-command.out"
     with output_path.open("wb") as out:
@@ -169,6 +171,14 @@ def answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_dev_command_runs_one_worker_per_agent_name(dev: DevCommand) -> None:
+    """AGENT_NAMES=friday,meera: `meera` has a worker of its own, registered under its name."""
+    registered = records(LOG_DIR / "agent-worker-meera.log", "registered worker")
+    assert [e.get("agent_name") for e in registered] == ["meera"]
+    main = records(LOG_DIR / "agent-worker.log", "registered worker")
+    assert [e.get("agent_name") for e in main] == ["friday"]
 
 
 def test_ctrl_c_stops_the_dev_command_and_its_services(dev: DevCommand) -> None:

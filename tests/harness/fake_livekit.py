@@ -13,6 +13,7 @@ from email.utils import formatdate
 from aiohttp import web
 from google.protobuf.message import Message
 from livekit import api
+from livekit.protocol.agent import JobStatus
 
 
 @dataclass
@@ -23,6 +24,7 @@ class FakeLiveKit:
     fail: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
     delay_s: dict[str, float] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    deleted_rooms: list[str] = field(default_factory=list)
     # For the reconciler's listing: each room's participants, and its creation (epoch seconds,
     # 0: long ago) and sid (default `RM_<name>`).
     participants: dict[str, list[api.ParticipantInfo]] = field(default_factory=dict)
@@ -31,6 +33,9 @@ class FakeLiveKit:
     # A server whose clock is not ours (epoch seconds): its answers' `Date` and its dispatches'
     # `created_at` follow it. None: our clock, and `created_at` a counter (1, 2, ...: long ago).
     server_clock: Callable[[], float] | None = None
+    # The agent names a worker serves: a dispatch of one gets a running job at once, of any other
+    # name none (as livekit-server leaves it). None: no dispatch gets a job.
+    serving: set[str] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_room(self, name: str, metadata: str = "") -> None:
@@ -79,6 +84,13 @@ async def twirp(request: web.Request) -> web.Response:
         rreq = api.ListRoomsRequest.FromString(body)
         names = [n for n in rreq.names if n in fake.rooms] if rreq.names else list(fake.rooms)
         return _proto(api.ListRoomsResponse(rooms=[fake.room(n) for n in names]))
+    if method == "DeleteRoom":
+        room_name = api.DeleteRoomRequest.FromString(body).room
+        if fake.rooms.pop(room_name, None) is None:
+            return _error(404, "not_found", "room not found")
+        fake.dispatches.pop(room_name, None)
+        fake.deleted_rooms.append(room_name)
+        return _proto(api.DeleteRoomResponse())
     if method == "ListParticipants":
         preq = api.ListParticipantsRequest.FromString(body)
         return _proto(api.ListParticipantsResponse(participants=fake.participants.get(preq.room)))
@@ -96,7 +108,10 @@ async def twirp(request: web.Request) -> web.Response:
             room=creq.room,
             metadata=creq.metadata,
             state=api.AgentDispatchState(
-                created_at=int(fake.server_clock() * 1e9) if fake.server_clock else n
+                created_at=int(fake.server_clock() * 1e9) if fake.server_clock else n,
+                jobs=[api.Job(id=f"AJ_fake{n}", state=api.JobState(status=JobStatus.JS_RUNNING))]
+                if fake.serving is not None and creq.agent_name in fake.serving
+                else [],
             ),
         )
         fake.dispatches.setdefault(creq.room, []).append(d)

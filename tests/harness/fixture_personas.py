@@ -70,9 +70,11 @@ ASHA = FixturePersona(
 BY_NUMBER = {"8655701159": PRIYA, "9000000002": MEERA, "9000000003": ASHA}
 
 
-def one_number_persona(number: str) -> dict[str, object]:
+def one_number_persona(number: str, voice_agent: str | None = None) -> dict[str, object]:
     """A CRM payload (the API's JSON shape) whose persona belongs to `number` alone: id
-    `prs_<number>`, welcome `Hello caller <last four>.`; for tests with many distinct callers."""
+    `prs_<number>`, welcome `Hello caller <last four>.`; for tests with many distinct callers.
+    `voice_agent`: the voice agent's `name` (which agent answers)."""
+    named = {} if voice_agent is None else {"name": voice_agent}
     return {
         "mobileNo": number,
         "campaigns": [
@@ -80,12 +82,13 @@ def one_number_persona(number: str) -> dict[str, object]:
                 "status": "active",
                 "voiceAgents": [
                     {
+                        **named,
                         "persona": {
                             "_id": f"prs_{number}",
                             "name": f"Agent {number[-4:]}",
                             "personality": f"You only serve the caller {number}.",
                             "messages": {"welcome": f"Hello caller {number[-4:]}."},
-                        }
+                        },
                     }
                 ],
             }

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from devstack.processes import ManagedProcess, free_port, require_system_binary
 
-SCENARIO = Path(__file__).resolve().parent / "sipp_scenarios" / "uac_call.xml"
+SCENARIOS = Path(__file__).resolve().parent / "sipp_scenarios"
+SCENARIO = SCENARIOS / "uac_call.xml"
 CALLERS_CSV = Path(__file__).resolve().parent / "sipp_scenarios" / "callers.csv"
 # Shipped by Debian's sip-tester; uac_call.xml plays it after ACK (236 packets: ~4.7 s of audio).
 RTP_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
@@ -85,12 +86,15 @@ class SippResult:
 PLAY_AUDIO = f'<exec play_pcap_audio="{RTP_PCAP}"/>'
 
 
-def scenario_text(play_audio: bool = True) -> str:
-    """uac_call.xml, without its RTP when not `play_audio`."""
-    text = SCENARIO.read_text()
+def scenario_text(scenario: Path = SCENARIO, play_audio: bool = True) -> str:
+    """A scenario of sipp_scenarios/ (uac_call.xml by default), without its RTP when not
+    `play_audio`."""
+    text = scenario.read_text()
+    if play_audio:
+        return text
     if PLAY_AUDIO not in text:
-        raise RuntimeError(f"{SCENARIO.name} no longer plays {RTP_PCAP}")
-    return text if play_audio else text.replace(PLAY_AUDIO, "")
+        raise RuntimeError(f"{scenario.name} no longer plays {RTP_PCAP}")
+    return text.replace(PLAY_AUDIO, "")
 
 
 def write_injection(path: Path, calls: Sequence[Call]) -> Path:
@@ -166,6 +170,8 @@ class SippRun:
     workdir: Path | None = None
     nice: int | None = None
     play_audio: bool = True
+    # Another call flow of sipp_scenarios/ (a busy answer expected, a BYE from our side...).
+    scenario: Path = SCENARIO
     process: ManagedProcess | None = None
     _started: float = 0.0
     _out: Path | None = field(default=None, repr=False)
@@ -177,8 +183,8 @@ class SippRun:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="sipp-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        scenario = self.workdir / SCENARIO.name
-        scenario.write_text(scenario_text(self.play_audio))
+        scenario = self.workdir / self.scenario.name
+        scenario.write_text(scenario_text(self.scenario, self.play_audio))
         inf = write_injection(self.workdir / "calls.csv", self.calls)
         self._out = self.workdir / "sipp.out"
         # Only loopback: -i and -mi pin the SIP and RTP addresses sipp announces and binds.

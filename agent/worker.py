@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
+from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, room_io
 
 from agent.models import StackFactory, new_session, preload_models, stack_factory
 from agent.persona import AppliedPersona, resolve_persona, with_call_id
@@ -86,6 +86,15 @@ def transcript_persona_event(applied: AppliedPersona) -> str:
     return "persona_not_found" if applied.meta.status == "default" else "persona_loaded"
 
 
+def call_room_options() -> room_io.RoomOptions:
+    """What a call's session reads from and writes to its room: the caller's audio and chat text
+    in, the agent's audio out; no transcription out. A phone caller cannot read one, and
+    livekit-agents' default would run a synchroniser over the agent's audio and send its words
+    as text streams into the room: CPU on every call, on the first word's path, for no one (the
+    transcript file is written from the session's own events)."""
+    return room_io.RoomOptions(text_output=False)
+
+
 async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFactory) -> None:
     """One call: resolve the persona from room metadata, then start the agent in the room."""
     room = ctx.job.room.name
@@ -118,7 +127,7 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         ctx.shutdown(reason="session closed")
 
     agent = PersonaAgent(meta.persona, call=RoomCallControl(ctx), transcript=transcript)
-    await session.start(agent, room=ctx.room)
+    await session.start(agent, room=ctx.room, room_options=call_room_options())
     log.info("agent.started", persona_id=meta.persona.persona_id)
 
 

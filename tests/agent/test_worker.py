@@ -244,3 +244,34 @@ async def test_end_call_speaks_the_closing_line_then_deletes_the_room(
     assert events[0]["call_id"] == "SCL_1"
     tools = await wait_for_records(transcript_log, in_room(room_name, event="tool.called"))
     assert tools[0]["name"] == "end_call"
+
+
+async def test_the_agent_sends_no_transcription_into_a_phone_call(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    transcript_log: Path,
+) -> None:
+    """A phone caller cannot read text: the agent speaks its welcome and its reply without
+    streaming their words into the room (livekit-agents' default), and still writes both to the
+    transcript file."""
+    caller = await join_call(room_name)
+    streamed: list[str] = []
+
+    def on_transcription(reader: rtc.TextStreamReader, identity: str) -> None:
+        streamed.append(identity)
+
+    caller.room.register_text_stream_handler("lk.transcription", on_transcription)
+    await call_with_persona(lk_api, room_name, PIRATE)
+    await caller.wait_for_sound()
+    await say_after_greeting(caller, transcript_log, "Hello?")
+
+    turns = await wait_for_records(transcript_log, in_room(room_name, event="turn"), count=3)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("assistant", PIRATE.welcome),
+        ("user", "Hello?"),
+        ("assistant", FAKE_REPLY),
+    ]
+    # Both lines have played out (a turn is recorded at its end): their words would have been
+    # streamed while they played.
+    assert streamed == []

@@ -127,7 +127,9 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         ctx.shutdown(reason="session closed")
 
     agent = PersonaAgent(meta.persona, call=RoomCallControl(ctx), transcript=transcript)
-    await session.start(agent, room=ctx.room, room_options=call_room_options())
+    # No session host either: it streams every session event (each state change, each turn)
+    # into the room as byte streams, for a client that a phone call never has.
+    await session.start(agent, room=ctx.room, room_options=call_room_options(), session_host=False)
     log.info("agent.started", persona_id=meta.persona.persona_id)
 
 

@@ -41,6 +41,7 @@ from tests.harness.native_floor import create_floor_route
 from tests.harness.proc_stats import (
     cpu_seconds_by_process,
     cpu_seconds_by_tree,
+    descendants,
     foreign_cpu_seconds,
 )
 from tests.harness.ring_timeline import (
@@ -146,10 +147,28 @@ def with_wire(timelines: list[CallTimeline], wire: dict[str, CallOnWire]) -> lis
     return timelines
 
 
+def worker_pids(chain: Chain) -> dict[str, int]:
+    found = {}
+    for route, worker in chain.workers.items():
+        assert worker.process is not None
+        found[route] = worker.process.pid
+    return found
+
+
 def dialled(chain: Chain, route: Route, fetch_number: str) -> str:
     return {"ours": chain.sip.trunk_number, "fetch": fetch_number, "floor": chain.floor.number}[
         route
     ]
+
+
+def wait_for_rest(pid: int, processes: int, within_s: float = 60.0) -> None:
+    """Wait until the worker's tree is back to its size at rest: every job process of the
+    batch has ended (a call's process lives on for its shutdown after the caller hung up).
+    Read before the batch's CPU, so that each batch's CPU holds its own jobs' whole lives, and
+    the next batch does not meet a worker still busy ending this one's."""
+    deadline = time.monotonic() + within_s
+    while len(descendants(pid)) > processes and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def run_batch(
@@ -159,6 +178,7 @@ def run_batch(
     callers: Sequence[str],
     fetch_number: str,
     args: argparse.Namespace,
+    rest_processes: int,
 ) -> Batch:
     worker = chain.workers[scenario.route]
     assert worker.process is not None
@@ -181,6 +201,7 @@ def run_batch(
         finally:
             run.stop()
     wall = time.monotonic() - started
+    wait_for_rest(worker.process.pid, rest_processes)
     cpu_after = cpu_seconds_by_process()
     cpu = cpu_seconds_by_tree(cpu_before, cpu_after, service_pids(chain, worker, run))
     logs = ServiceLogs(
@@ -422,10 +443,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = schedule(args)
         personas = {n: one_number_persona(n) for _, _, callers in runs for n in callers}
         asyncio.run(settle(chain, args.settle_s))
+        at_rest = {route: len(descendants(pid)) for route, pid in worker_pids(chain).items()}
         for round_, scenario, callers in runs:
             if scenario.route == "ours" and scenario.callers == "new":
                 chain.stack.persona_control(delay_s=(scenario.crm_ms or 0) / 1000, extra=personas)
-            batch = run_batch(chain, scenario, round_, callers, fetch_number, args)
+            batch = run_batch(
+                chain, scenario, round_, callers, fetch_number, args, at_rest[scenario.route]
+            )
             batches.append(batch)
             print(
                 f"{scenario.name} round {round_}: {batch.heard}/{batch.calls} heard, "

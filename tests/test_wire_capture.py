@@ -116,7 +116,8 @@ def test_the_first_word_is_the_first_loud_packet_from_the_calls_media_port() -> 
     log.datagram(100.9, 30000, CALLER_MEDIA, rtp(TONE))
     a, b = log.calls["a@h"], log.calls["b@h"]
     assert (a.invite, a.answered, a.first_word) == (100.0, 100.3, 100.8)
-    assert (b.invite, b.answered, b.first_word) == (100.1, pytest.approx(100.4), 100.7)
+    assert (b.invite, b.first_word) == (100.1, 100.7)
+    assert b.answered == pytest.approx(100.4)
 
 
 @pytest.mark.unit

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import structlog
 from livekit import api
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
+from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, room_io
 from livekit.protocol import sip
 
 from agent.call_record import CallStart, persona_fields
@@ -160,6 +160,15 @@ def open_call_store(ctx: JobContext, settings: AgentSettings, dispatch: Dispatch
     return store
 
 
+def call_room_options() -> room_io.RoomOptions:
+    """What a call's session reads from and writes to its room: the caller's audio and chat text
+    in, the agent's audio out; no transcription out. A phone caller cannot read one, and
+    livekit-agents' default would run a synchroniser over the agent's audio and send its words
+    as text streams into the room: CPU on every call, on the first word's path, for no one (the
+    transcript file is written from the session's own events)."""
+    return room_io.RoomOptions(text_output=False)
+
+
 async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFactory) -> None:
     """One call: resolve the persona from room metadata, then start the agent in the room."""
     room = ctx.job.room.name
@@ -202,7 +211,9 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
     agent = PersonaAgent(
         meta.persona, call=RoomCallControl(ctx), transcript=transcript, announce=meta.announce
     )
-    await session.start(agent, room=ctx.room)
+    # No session host either: it streams every session event (each state change, each turn)
+    # into the room as byte streams, for a client that a phone call never has.
+    await session.start(agent, room=ctx.room, room_options=call_room_options(), session_host=False)
     log.info("agent.started", persona_id=meta.persona.persona_id)
 
 

@@ -87,13 +87,24 @@ class Chain:
     stack: Stack
     sip: SipStack
     floor: FloorRoute
-    workers: dict[Route, AgentWorker]
+    workers: dict[str, AgentWorker]
+
+
+WorkerKind = tuple[str, Path, str, str | None]  # route, workdir, module, AGENT_NAME (None: ours)
 
 
 def start_chain(
-    log_dir: Path, worker_env: dict[str, str], stop: list[Callable[[], object]]
+    log_dir: Path,
+    worker_env: dict[str, str],
+    stop: list[Callable[[], object]],
+    *,
+    dispatcher_env: dict[str, str] | None = None,
+    more_workers: Sequence[WorkerKind] = (),
+    crm_env: str | None = None,
 ) -> Chain:
-    """Start every service; `stop` gets each one's stop, in start order, as it starts."""
+    """Start every service; `stop` gets each one's stop, in start order, as it starts.
+    `more_workers`: workers besides ours and the floor's (the first-word benchmark's);
+    `crm_env`: a variable that tells the workers the fake CRM's base URL."""
     redis = start_redis(log_path=log_dir / "redis.log")
     stop.append(redis.stop)
     stack = start_stack(
@@ -101,7 +112,7 @@ def start_chain(
         log_dir / "work",
         redis_address=redis.address,
         record_webhooks=False,
-        dispatcher_env={"LOG_UNMASKED": "true"},
+        dispatcher_env={"LOG_UNMASKED": "true", **(dispatcher_env or {})},
     )
     stop.append(stack.stop)
     sip = start_sip_stack(log_dir, redis=redis, livekit=stack.livekit)
@@ -112,14 +123,17 @@ def start_chain(
             return await create_floor_route(lk)
 
     floor = asyncio.run(floor_route())
-    workers: dict[Route, AgentWorker] = {}
-    kinds: list[tuple[Route, Path, str, str | None]] = [
+    workers: dict[str, AgentWorker] = {}
+    kinds: list[WorkerKind] = [
         ("ours", log_dir, "agent", None),
         ("floor", log_dir / "floor", "tests.harness.tone_agent", FLOOR_AGENT),
+        *more_workers,
     ]
     for route, workdir, module, name in kinds:
         env = agent_worker_env(stack.livekit, workdir, LOG_UNMASKED="true")
         env.update(worker_env)
+        if crm_env is not None:
+            env[crm_env] = f"{stack.persona_api_url}/mobile"
         if name is not None:
             env["AGENT_NAME"] = name
         workers[route] = AgentWorker(env, workdir / "agent-worker.log", module).start()

@@ -244,3 +244,39 @@ async def test_end_call_speaks_the_closing_line_then_deletes_the_room(
     assert events[0]["call_id"] == "SCL_1"
     tools = await wait_for_records(transcript_log, in_room(room_name, event="tool.called"))
     assert tools[0]["name"] == "end_call"
+
+
+async def test_the_agent_streams_no_words_or_session_events_into_a_phone_call(
+    join_call: JoinCall,
+    lk_api: api.LiveKitAPI,
+    room_name: str,
+    transcript_log: Path,
+) -> None:
+    """A phone caller reads no text and drives no session: the agent speaks its welcome and its
+    reply without streaming their words (`lk.transcription`) or its session's events
+    (`lk.agent.session`) into the room, both livekit-agents' defaults, and still writes both
+    lines to the transcript file."""
+    caller = await join_call(room_name)
+    streamed: list[str] = []
+
+    def on_text(reader: rtc.TextStreamReader, identity: str) -> None:
+        streamed.append(f"{reader.info.topic} from {identity}")
+
+    def on_bytes(reader: rtc.ByteStreamReader, identity: str) -> None:
+        streamed.append(f"{reader.info.topic} from {identity}")
+
+    caller.room.register_text_stream_handler("lk.transcription", on_text)
+    caller.room.register_byte_stream_handler("lk.agent.session", on_bytes)
+    await call_with_persona(lk_api, room_name, PIRATE)
+    await caller.wait_for_sound()
+    await say_after_greeting(caller, transcript_log, "Hello?")
+
+    turns = await wait_for_records(transcript_log, in_room(room_name, event="turn"), count=3)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("assistant", PIRATE.welcome),
+        ("user", "Hello?"),
+        ("assistant", FAKE_REPLY),
+    ]
+    # Both lines have played out (a turn is recorded at its end): their words would have been
+    # streamed while they played, and the session's events as each turn was added.
+    assert streamed == []

@@ -33,6 +33,7 @@ MILESTONES = (
     "agent_connected",  # livekit-server: the agent participant is active
     "agent_audio",  # livekit-server: the agent's audio track published
     "answered",  # sipp received the 200 OK
+    "first_word",  # the agent's first audible RTP reached the caller (bench.first_word only)
 )
 
 

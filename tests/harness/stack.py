@@ -185,10 +185,12 @@ def start_stack(
     env = dispatcher_test_env(
         persona_port,
         mapping,
-        LIVEKIT_URL=livekit.ws_url,
-        PERSONA_CACHE_TTL_S="0.5",
-        PERSONA_REVALIDATE_S="0",
-        **(dispatcher_env or {}),
+        **{
+            "LIVEKIT_URL": livekit.ws_url,
+            "PERSONA_CACHE_TTL_S": "0.5",
+            "PERSONA_REVALIDATE_S": "0",
+            **(dispatcher_env or {}),
+        },
     )
     dispatchers = [
         dispatcher_process(

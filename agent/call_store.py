@@ -56,6 +56,7 @@ from agent.persona import SIP_KIND
 from agent.transcript import close_fields, tool_call_fields, turn_fields
 from config.agent_settings import AgentSettings, CallStoreSettings
 from telemetry.logs import get_logger
+from telemetry.timing import ms_since
 
 log = get_logger(__name__)
 
@@ -383,7 +384,7 @@ class CallStore:
         except (PyMongoError, TimeoutError) as e:
             self.failed += 1
             if self._down_since is None:
-                self._down_since = time.monotonic()
+                self._down_since = time.perf_counter()
                 log.warning(
                     "call_store.unavailable",
                     room=self.room,
@@ -397,7 +398,7 @@ class CallStore:
                 "call_store.recovered",
                 room=self.room,
                 call_id=self.call_id,
-                down_ms=round((time.monotonic() - self._down_since) * 1000),
+                down_ms=ms_since(self._down_since),
                 failed_writes=self.failed,
             )
             self._down_since = None
@@ -408,7 +409,7 @@ class CallStore:
         given up (and counted), the client closed. `end_reason` when the session never said."""
         if not self.enabled:
             return
-        started = time.monotonic()
+        started = time.perf_counter()
         self.ended({"reason": end_reason, "error": None}, at(time.time()))
         self.set(store_fields(failed=self.failed, dropped=self.dropped))
         self._closing = True
@@ -431,7 +432,7 @@ class CallStore:
             failed_writes=self.failed,
             dropped_turns=self.dropped,
             unwritten=len(self._turns) + len(self._fields) + (self._start is not None),
-            duration_ms=round((time.monotonic() - started) * 1000),
+            duration_ms=ms_since(started),
         )
         if self._client is not None:
             await self._client.close()

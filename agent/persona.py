@@ -21,6 +21,7 @@ from contract.metadata import (
     decode_persona_metadata,
     default_persona_metadata,
 )
+from telemetry.timing import ms_since
 
 ReadFrom = Literal["job", "room", "room_update", "none"]
 
@@ -42,7 +43,7 @@ class AppliedPersona:
 
     meta: PersonaMetadata
     read_from: ReadFrom
-    waited_ms: int
+    waited_ms: float
     problems: tuple[str, ...] = ()
 
     @property
@@ -149,12 +150,12 @@ async def resolve_persona(
         return AppliedPersona(first, "job", 0)
 
     await connect()
-    connected_at = time.monotonic()
+    connected_at = time.perf_counter()
     already = try_decode(room.metadata)
     if not isinstance(already, str):
         return AppliedPersona(already, "room", 0)
     second = await wait_for_room_persona(room, wait_s)
-    waited_ms = round((time.monotonic() - connected_at) * 1000)
+    waited_ms = ms_since(connected_at)
     if not isinstance(second, str):
         return AppliedPersona(second, "room_update", waited_ms)
     dispatch = dispatch or DispatchInfo()

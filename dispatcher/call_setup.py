@@ -45,6 +45,7 @@ from dispatcher.livekit_api import LiveKitError, LiveKitNotFound, LiveKitRooms, 
 from dispatcher.persona_resolver import PersonaResolver, Resolution
 from telemetry.logs import get_logger
 from telemetry.metrics import Metrics, source_kind
+from telemetry.timing import ms_since
 
 log = get_logger(__name__)
 
@@ -205,14 +206,10 @@ class _Steps:
         try:
             yield
         finally:
-            self.ms[name] = _ms_since(t)
+            self.ms[name] = ms_since(t)
 
     def total_ms(self) -> float:
-        return _ms_since(self.started)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
+        return ms_since(self.started)
 
 
 class CallSetup:
@@ -480,7 +477,7 @@ class _Room:
             self._policy.api_timeout_s,
         )
         size = len(encoded.encode())
-        log.info("room.metadata_written", bytes=size, duration_ms=_ms_since(started))
+        log.info("room.metadata_written", bytes=size, duration_ms=ms_since(started))
         return meta, size
 
     def _encode(self, existing: str, meta: PersonaMetadata) -> tuple[str, PersonaMetadata]:
@@ -539,7 +536,7 @@ class _Room:
             "agent.dispatched",
             agent_name=agent_name,
             dispatch_id=created.id,
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
         )
         winner = await self._settle(created)
         if winner.id != created.id:

@@ -201,9 +201,6 @@ def _cut(text: str, max_bytes: int) -> tuple[str, bool]:
     return f"{head}\n{TRUNCATED_MARKER}", True
 
 
-GENERIC_GREETING = "Hello! How can I help you today?"
-
-
 def _text(value: Any, max_bytes: int = LINE_MAX_BYTES) -> str | None:
     if isinstance(value, str) and value.strip():
         return _cut(value.strip(), max_bytes)[0]
@@ -379,7 +376,7 @@ def parse_persona_payload(data: Any, limits: PersonaLimits = PersonaLimits()) ->
             chosen.persona.get("id", "_id", "personaId") or chosen.agent.get("personaId")
         ),
         name=name,
-        welcome=welcome or greeting_for(name),
+        welcome=welcome,
         closing=closing,
         voice=_voice(speech.first("voice", "voiceId", "ttsVoice")),
         language=_word(language) if isinstance(language, str) else None,
@@ -472,12 +469,6 @@ def _lines(layers: _Layers) -> tuple[str | None, str | None]:
     if closing is None:
         closing = _text(layers.first("closingMessage"))
     return welcome, closing
-
-
-def greeting_for(name: str | None) -> str:
-    """The welcome line of a persona whose CRM record has none: the caller hears the persona
-    greet them at once rather than wait for the model to make a greeting up."""
-    return f"Hello! This is {name}. How can I help you today?" if name else GENERIC_GREETING
 
 
 def parse_persona_body(body: bytes, limits: PersonaLimits = PersonaLimits()) -> Persona:

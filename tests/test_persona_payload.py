@@ -59,8 +59,7 @@ def test_missing_pieces_are_looked_up_on_outer_layers() -> None:
     p = parse_persona_payload(load("num_9000000003.json"))
     assert p.name == "Asha"
     assert p.instructions == "You are a courteous assistant for Xeny's customer support line."
-    # No welcome in the CRM's record: the persona greets by its name, never silence or Friday.
-    assert p.welcome == "Hello! This is Asha. How can I help you today?"
+    assert p.welcome is None
     assert p.closing is None
     assert p.voice is None
 
@@ -185,10 +184,3 @@ def test_rendering_work_is_bounded_by_the_budget_even_for_empty_values() -> None
     assert p.truncated is True
     assert "Never shout." not in p.instructions
     assert p.instructions.endswith(TRUNCATED_MARKER)
-
-
-def test_a_persona_without_name_or_welcome_greets_generically() -> None:
-    p = parse_persona_payload(
-        {"campaigns": [{"voiceAgents": [{"persona": {"personality": "Be kind."}}]}]}
-    )
-    assert p.welcome == "Hello! How can I help you today?"

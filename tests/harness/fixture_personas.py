@@ -63,8 +63,7 @@ ASHA = FixturePersona(
     persona_id=None,
     name="Asha",
     personality="You are a courteous assistant for Xeny's customer support line.",
-    # None in the file: the dispatcher's greeting by the persona's name.
-    welcome="Hello! This is Asha. How can I help you today?",
+    welcome=None,
 )
 
 BY_NUMBER = {"8655701159": PRIYA, "9000000002": MEERA, "9000000003": ASHA}

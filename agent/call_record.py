@@ -99,9 +99,10 @@ def storable(value: Any, *, in_array: bool = False) -> Any:
     return value
 
 
-def masked(fields: dict[str, Any], *, unmasked: bool) -> dict[str, Any]:
-    """`fields` with phone numbers masked as in the logs (`******1159`), unless `unmasked`."""
-    return fields if unmasked else dict(redact(fields))
+def masked(fields: dict[str, Any], *, unmasked: bool, region: str | None = None) -> dict[str, Any]:
+    """`fields` with phone numbers masked as in the logs (`******1159`; those of `region`'s plan),
+    unless `unmasked`."""
+    return fields if unmasked else dict(redact(fields, region))
 
 
 def _known(**fields: Any) -> dict[str, Any]:
@@ -109,7 +110,9 @@ def _known(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
-def start_write(start: CallStart, writer: str, *, unmasked: bool) -> Write:
+def start_write(
+    start: CallStart, writer: str, *, unmasked: bool, region: str | None = None
+) -> Write:
     """The upsert at job start: the call leaves a trace even if it is cut before anything else."""
     fields = _known(
         v=DOCUMENT_VERSION,
@@ -126,7 +129,7 @@ def start_write(start: CallStart, writer: str, *, unmasked: bool) -> Write:
         {"_id": start.job_id},
         {
             "$set": {
-                **masked(fields, unmasked=unmasked),
+                **masked(fields, unmasked=unmasked, region=region),
                 f"{RUNS}.{writer}.started_at": start.started_at,
             },
             "$setOnInsert": {"started_at": start.started_at, TURNS: []},

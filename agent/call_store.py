@@ -165,6 +165,7 @@ class CallStore:
         write_timeout_s: float = 2.0,
         max_pending_turns: int = 500,
         unmasked: bool = False,
+        region: str | None = None,
         client: AsyncMongoClient[Document] | None = None,
         counter: CommandCounter | None = None,
     ) -> None:
@@ -181,6 +182,7 @@ class CallStore:
         self._write_timeout_s = write_timeout_s
         self._max_pending_turns = max_pending_turns
         self._unmasked = unmasked
+        self._region = region
         self._start: Write | None = None
         self._fields: Document = {}
         self._turns: list[Document] = []
@@ -206,6 +208,7 @@ class CallStore:
             "write_timeout_s": cs.write_timeout_s,
             "max_pending_turns": cs.max_pending_turns,
             "unmasked": cs.unmasked or settings.logs.unmasked,
+            "region": settings.numbers.region,
         }
         if not cs.enabled:
             return cls(None, **options)
@@ -222,7 +225,7 @@ class CallStore:
     def started(self, start: CallStart) -> None:
         """The call's first trace: an upsert at job start."""
         self.call_id = start.call_id
-        self._start = start_write(start, self.writer, unmasked=self._unmasked)
+        self._start = start_write(start, self.writer, unmasked=self._unmasked, region=self._region)
         self._kick()
 
     def set(self, fields: Document) -> None:
@@ -230,7 +233,7 @@ class CallStore:
         if not self.enabled or not fields:
             return
         self.call_id = fields.get("call_id", self.call_id)
-        self._fields.update(masked(fields, unmasked=self._unmasked))
+        self._fields.update(masked(fields, unmasked=self._unmasked, region=self._region))
         self._kick()
 
     def add_turn(self, entry: Document) -> None:
@@ -248,7 +251,7 @@ class CallStore:
                 )
             self.dropped += 1
             return
-        self._turns.append(masked(entry, unmasked=self._unmasked))
+        self._turns.append(masked(entry, unmasked=self._unmasked, region=self._region))
         self._kick()
 
     def ended(self, end: Document, when: datetime) -> None:

@@ -43,9 +43,16 @@ class TranscriptLog:
     """
 
     def __init__(
-        self, path: Path | None, *, room: str, call_id: str | None, unmasked: bool = False
+        self,
+        path: Path | None,
+        *,
+        room: str,
+        call_id: str | None,
+        unmasked: bool = False,
+        region: str | None = None,
     ) -> None:
         self.path = path
+        self.region = region  # the numbering plan whose numbers are masked, as in the logs
         self.room = room
         self.call_id = call_id
         self.unmasked = unmasked
@@ -62,7 +69,7 @@ class TranscriptLog:
         if self.path is None:
             return
         try:
-            append_jsonl(self.path, record if self.unmasked else redact(record))
+            append_jsonl(self.path, record if self.unmasked else redact(record, self.region))
         except OSError as e:
             if not self.failed:
                 self.failed = True

@@ -192,6 +192,7 @@ async def run_call(ctx: JobContext, settings: AgentSettings, factory: StackFacto
         room=room,
         call_id=meta.call_id,
         unmasked=settings.logs.unmasked,
+        region=settings.numbers.region,
     )
     persona_event = transcript_persona_event(applied)
     transcript.write(persona_event, caller=meta.caller, **applied.log_fields())

@@ -264,3 +264,15 @@ def test_a_room_whose_suffix_is_all_digits_is_found_as_the_services_masked_it(
     assert [r["room"] for r in read_log_events(log, room=room)] == [logged]
     inspector = Inspector(phone_region="IN").feed_all([log.read_bytes()])
     assert [c.room for c in inspector.find(room)] == [logged]
+
+
+def test_transcript_with_the_plan_masks_phone_numbers_not_call_ids(tmp_path: Path) -> None:
+    """With the deployment's plan (as the worker passes it), an id whose random part happens to be
+    all digits stays whole, as in the logs; the caller's number is still masked."""
+    path = tmp_path / "t.jsonl"
+    TranscriptLog(path, room=ROOM, call_id="SCL_84794759", region="IN").write(
+        "turn", text="call me on 8655701159"
+    )
+    [record] = [orjson.loads(line) for line in path.read_text().splitlines()]
+    assert record["call_id"] == "SCL_84794759"
+    assert record["text"] == "call me on ******1159"

@@ -129,3 +129,12 @@ def test_the_sip_participant_names_the_call_and_its_answer() -> None:
     }
     assert not is_answered(ringing)
     assert is_answered({**ringing, "sip.callStatus": "active"})
+
+
+def test_stored_fields_with_the_plan_mask_phone_numbers_not_call_ids() -> None:
+    """A call id whose random suffix is all digits (`SCL_84794759`) is no phone number of the
+    plan: the document keeps it whole, as the logs do, while the caller is masked."""
+    fields = masked(
+        {"call_id": "SCL_84794759", "caller": "+918655701159"}, unmasked=False, region="IN"
+    )
+    assert fields == {"call_id": "SCL_84794759", "caller": "+********1159"}

@@ -5,7 +5,6 @@ AGENT_JOB_TIMEOUT_S of extra ringing."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,10 +14,11 @@ from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import clear_logs
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
+from tests.e2e.one_call import call_and_room
 from tests.e2e.service_logs import records
 from tests.harness.fixture_personas import one_number_persona
 from tests.harness.sip_stack import SipStack, start_sip_stack
-from tests.harness.sipp import Call, SippResult
+from tests.harness.sipp import SippResult
 from tests.harness.stack import Stack, start_stack, unique_number
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-agents"
@@ -34,18 +34,7 @@ class Deployment:
     async def call(self, caller: str, voice_agent: str) -> tuple[SippResult, str]:
         """One call from `caller`, whose CRM voice agent is `voice_agent`; its result and room."""
         self.stack.persona_control(extra={caller: one_number_persona(caller, voice_agent)})
-        run = self.sip.sipp([Call(caller, self.sip.trunk_number)], rtp_seconds=1.0, timeout=120)
-        run.start()
-        try:
-            result = await asyncio.to_thread(run.wait)
-        finally:
-            run.stop()
-        [room] = {
-            e["room"]
-            for e in records(self.stack.dispatcher_log, "call.setup_done")
-            if e["room"].startswith(f"call_{caller}_")
-        }
-        return result, room
+        return await call_and_room(self.stack, self.sip, caller, rtp_seconds=1.0, timeout=120)
 
     def answered_by(self, room: str) -> list[str]:
         """The agents whose worker applied a persona in `room`."""

@@ -4,7 +4,6 @@ the caller to the persona's target; the caller's phone (sipp) accepts or refuses
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import clear_logs
 from devstack.processes import ROOT
 from devstack.services import RedisServer, start_redis
-from tests.e2e.service_logs import records, spoken
+from tests.e2e.one_call import call_and_room
+from tests.e2e.service_logs import spoken
 from tests.harness.sip_stack import SipStack, start_sip_stack
-from tests.harness.sipp import SCENARIOS, Call, SippResult
+from tests.harness.sipp import SCENARIOS, SippResult
 from tests.harness.stack import Stack, eventually, start_stack, unique_number
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-transfer"
@@ -58,20 +58,9 @@ class Chain:
     async def call(self, scenario: str) -> tuple[SippResult, str]:
         caller = unique_number()
         self.stack.persona_control(extra={caller: transferable_persona(caller)})
-        run = self.sip.sipp(
-            [Call(caller, self.sip.trunk_number)], timeout=90, scenario=SCENARIOS / scenario
+        return await call_and_room(
+            self.stack, self.sip, caller, timeout=90, scenario=SCENARIOS / scenario
         )
-        run.start()
-        try:
-            result = await asyncio.to_thread(run.wait)
-        finally:
-            run.stop()
-        [room] = {
-            e["room"]
-            for e in records(self.stack.dispatcher_log, "call.setup_done")
-            if e["room"].startswith(f"call_{caller}_")
-        }
-        return result, room
 
     def said(self, room: str) -> str:
         """What the agent said in `room`, its lines joined (the TTS gets one sentence at a time)."""

@@ -16,6 +16,7 @@ import pytest
 from livekit import api
 
 from devstack.agent_worker import AgentWorker, agent_worker_env
+from devstack.logs import HOME_REGION
 from devstack.services import LiveKitServer
 from telemetry.logs import redact_text
 from tests.agent.helpers import (
@@ -45,7 +46,8 @@ def their_events(project: Path, room: str) -> list[dict[str, Any]]:
     return [
         r
         for r in records
-        if r["event"] in ("persona_loaded", "persona_not_found") and r["room"] == redact_text(room)
+        if r["event"] in ("persona_loaded", "persona_not_found")
+        and r["room"] == redact_text(room, HOME_REGION)
     ]
 
 

@@ -15,6 +15,7 @@ from livekit import api, rtc
 from agent.fakes import FAKE_REPLY
 from contract.metadata import DEFAULT_PERSONA, Persona
 from devstack.agent_worker import AgentWorker
+from devstack.logs import HOME_REGION
 from devstack.services import LiveKitServer
 from telemetry.logs import redact_text
 from tests.agent.helpers import (
@@ -62,7 +63,7 @@ def in_room(
 ) -> Callable[[dict[str, Any]], bool]:
     def match(r: dict[str, Any]) -> bool:
         return (
-            r.get("room") in (room, redact_text(room))  # the transcript masks numbers
+            r.get("room") in (room, redact_text(room, HOME_REGION))  # the transcript masks numbers
             and (kind is None or r.get("kind") == kind)
             and (event is None or r.get("event") == event)
         )

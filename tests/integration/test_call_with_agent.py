@@ -11,6 +11,7 @@ from typing import Any
 from livekit import rtc
 
 from devstack.agent_worker import AgentWorker
+from devstack.logs import HOME_REGION
 from telemetry.logs import redact_text
 from tests.agent.helpers import wait_for_records
 from tests.harness.calls import SipCaller
@@ -21,7 +22,7 @@ from tests.harness.stack import Stack, place_sip_call
 def records(path: Path, room: str, kind: str | None = None, event: str | None = None) -> Any:
     def match(r: dict[str, Any]) -> bool:
         return (
-            r.get("room") in (room, redact_text(room))  # the transcript masks numbers
+            r.get("room") in (room, redact_text(room, HOME_REGION))  # the transcript masks numbers
             and (kind is None or r.get("kind") == kind)
             and (event is None or r.get("event") == event)
         )

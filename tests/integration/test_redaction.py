@@ -60,7 +60,7 @@ async def test_a_call_leaves_no_full_number_in_either_log_or_the_transcript(
     persona_api.persona_control()
 
     [resolved] = persona_api.dispatcher_events(event="persona.resolved", room=room)
-    # The services mask by the numbering plan; the transcript every run of digits.
+    # The services and the transcript mask by the numbering plan.
     assert resolved["room"] == f"call_{masked}_{room.rsplit('_', 1)[1]}"
     assert resolved["room"] == redact_text(room, HOME_REGION)
     assert (resolved["status"], resolved["caller"]) == ("file", masked)
@@ -68,7 +68,7 @@ async def test_a_call_leaves_no_full_number_in_either_log_or_the_transcript(
     [applied] = worker.log_records(event="persona.applied", room=room)
     assert applied["caller"] == masked
     turns = read_log_events(transcript, event="turn", room=room)
-    assert turns[0]["room"] == redact_text(room)
+    assert turns[0]["room"] == redact_text(room, HOME_REGION)
     for path in (persona_api.dispatcher_log, worker.log_path, transcript):
         assert number not in text_of(path), path
 

@@ -1,13 +1,19 @@
-"""One sipp call through the chain, and the room the dispatcher set it up in."""
+"""The SIP chain the e2e suites start (Redis, the stack, livekit-sip), and one sipp call through
+it with the room the dispatcher set it up in."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+from devstack.logs import clear_logs
+from devstack.services import start_redis
 from tests.e2e.service_logs import records
-from tests.harness.sip_stack import SipStack
+from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import Call, SippResult
-from tests.harness.stack import Stack
+from tests.harness.stack import Stack, start_stack
 
 
 async def call_and_room(
@@ -27,3 +33,27 @@ async def call_and_room(
         if e["room"].startswith(f"call_{caller}_")
     }
     return result, room
+
+
+@contextmanager
+def sip_chain(
+    log_dir: Path, workdir: Path, dispatcher_env: dict[str, str]
+) -> Iterator[tuple[Stack, SipStack]]:
+    """Redis, the stack (livekit-server, dispatcher, fake CRM) on it and livekit-sip, logs in a
+    fresh `log_dir`; stopped in reverse order. The suite starts its own agent workers."""
+    clear_logs(log_dir)
+    redis = start_redis(log_path=log_dir / "redis.log")
+    try:
+        stack = start_stack(
+            log_dir, workdir, redis_address=redis.address, dispatcher_env=dispatcher_env
+        )
+        try:
+            sip = start_sip_stack(log_dir, redis=redis, livekit=stack.livekit)
+            try:
+                yield stack, sip
+            finally:
+                sip.stop()
+        finally:
+            stack.stop()
+    finally:
+        redis.stop()

@@ -11,15 +11,13 @@ from dataclasses import dataclass
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import clear_logs
 from devstack.processes import ROOT
-from devstack.services import RedisServer, start_redis
-from tests.e2e.one_call import call_and_room
+from tests.e2e.one_call import call_and_room, sip_chain
 from tests.e2e.service_logs import records
 from tests.harness.fixture_personas import one_number_persona
-from tests.harness.sip_stack import SipStack, start_sip_stack
+from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import SippResult
-from tests.harness.stack import Stack, start_stack, unique_number
+from tests.harness.stack import Stack, unique_number
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-agents"
 
@@ -53,29 +51,15 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    clear_logs(LOG_DIR)
-    redis: RedisServer = start_redis(log_path=LOG_DIR / "redis.log")
-    stack = start_stack(
-        LOG_DIR,
-        tmp_path_factory.mktemp("agents"),
-        redis_address=redis.address,
-        dispatcher_env={
-            "LOG_UNMASKED": "true",
-            "AGENT_NAMES": "meera,ghost",
-            "AGENT_JOB_TIMEOUT_S": "6",
-        },
-    )
-    sip = start_sip_stack(LOG_DIR, redis=redis, livekit=stack.livekit)
-    friday = start_agent_worker(stack.livekit, LOG_DIR / "friday", LOG_UNMASKED="true")
-    meera = start_agent_worker(
-        stack.livekit, LOG_DIR / "meera", LOG_UNMASKED="true", AGENT_NAME="meera"
-    )
-    yield Deployment(stack, sip, friday, meera)
-    meera.stop()
-    friday.stop()
-    sip.stop()
-    stack.stop()
-    redis.stop()
+    env = {"LOG_UNMASKED": "true", "AGENT_NAMES": "meera,ghost", "AGENT_JOB_TIMEOUT_S": "6"}
+    with sip_chain(LOG_DIR, tmp_path_factory.mktemp("agents"), env) as (stack, sip):
+        friday = start_agent_worker(stack.livekit, LOG_DIR / "friday", LOG_UNMASKED="true")
+        meera = start_agent_worker(
+            stack.livekit, LOG_DIR / "meera", LOG_UNMASKED="true", AGENT_NAME="meera"
+        )
+        yield Deployment(stack, sip, friday, meera)
+        meera.stop()
+        friday.stop()
 
 
 async def test_the_crm_voice_agent_answers_and_only_it(deployment: Deployment) -> None:

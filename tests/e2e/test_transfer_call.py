@@ -13,14 +13,12 @@ import pytest
 
 from contract.transfer import DEFAULT_TRANSFER_FAILED_LINE
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import clear_logs
 from devstack.processes import ROOT
-from devstack.services import RedisServer, start_redis
-from tests.e2e.one_call import call_and_room
+from tests.e2e.one_call import call_and_room, sip_chain
 from tests.e2e.service_logs import spoken
-from tests.harness.sip_stack import SipStack, start_sip_stack
+from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import SCENARIOS, SippResult
-from tests.harness.stack import Stack, eventually, start_stack, unique_number
+from tests.harness.stack import Stack, eventually, unique_number
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-transfer"
 TARGET = "sip:ravi@127.0.0.1:5999"
@@ -69,23 +67,13 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    clear_logs(LOG_DIR)
-    redis: RedisServer = start_redis(log_path=LOG_DIR / "redis.log")
-    stack = start_stack(
-        LOG_DIR,
-        tmp_path_factory.mktemp("transfer"),
-        redis_address=redis.address,
-        dispatcher_env={"LOG_UNMASKED": "true"},
-    )
-    sip = start_sip_stack(LOG_DIR, redis=redis, livekit=stack.livekit)
-    worker = start_agent_worker(
-        stack.livekit, LOG_DIR, LOG_UNMASKED="true", AGENT_FAKE_FIRST_TOOL="transfer_call"
-    )
-    yield Chain(stack, sip, worker)
-    worker.stop()
-    sip.stop()
-    stack.stop()
-    redis.stop()
+    env = {"LOG_UNMASKED": "true"}
+    with sip_chain(LOG_DIR, tmp_path_factory.mktemp("transfer"), env) as (stack, sip):
+        worker = start_agent_worker(
+            stack.livekit, LOG_DIR, LOG_UNMASKED="true", AGENT_FAKE_FIRST_TOOL="transfer_call"
+        )
+        yield Chain(stack, sip, worker)
+        worker.stop()
 
 
 def refer_to(result: SippResult) -> list[str]:

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import clear_logs
 from devstack.processes import ROOT, ManagedProcess
-from devstack.services import RedisServer, dispatcher_process, start_redis
+from devstack.services import dispatcher_process
+from tests.e2e.one_call import sip_chain
 from tests.e2e.service_logs import records, spoken
-from tests.harness.sip_stack import SipStack, start_sip_stack
+from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import SCENARIOS, Call, SippResult
-from tests.harness.stack import Stack, eventually, start_stack, unique_number
+from tests.harness.stack import Stack, eventually, unique_number
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-unknown"
 MESSAGE = "This line does not know you yet. Please call the branch office. Goodbye."
@@ -61,26 +61,16 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    clear_logs(LOG_DIR)
-    redis: RedisServer = start_redis(log_path=LOG_DIR / "redis.log")
-    stack = start_stack(
-        LOG_DIR,
-        tmp_path_factory.mktemp("unknown"),
-        redis_address=redis.address,
-        dispatcher_env={
-            "LOG_UNMASKED": "true",
-            "UNKNOWN_CALLER_POLICY": "reject",
-            "UNKNOWN_CALLER_MESSAGE": MESSAGE,
-            "PERSONA_DEADLINE_S": "1",
-        },
-    )
-    sip = start_sip_stack(LOG_DIR, redis=redis, livekit=stack.livekit)
-    worker = start_agent_worker(stack.livekit, LOG_DIR, LOG_UNMASKED="true")
-    yield Chain(stack, sip, worker)
-    worker.stop()
-    sip.stop()
-    stack.stop()
-    redis.stop()
+    env = {
+        "LOG_UNMASKED": "true",
+        "UNKNOWN_CALLER_POLICY": "reject",
+        "UNKNOWN_CALLER_MESSAGE": MESSAGE,
+        "PERSONA_DEADLINE_S": "1",
+    }
+    with sip_chain(LOG_DIR, tmp_path_factory.mktemp("unknown"), env) as (stack, sip):
+        worker = start_agent_worker(stack.livekit, LOG_DIR, LOG_UNMASKED="true")
+        yield Chain(stack, sip, worker)
+        worker.stop()
 
 
 async def test_reject_answers_an_unknown_caller_busy_and_dispatches_nothing(chain: Chain) -> None:

@@ -202,8 +202,13 @@ async def test_after_normal_calls_no_alert_says_callers_waited(observed: Observe
         "PersonaDispatcherLiveKitUnavailable",
         "PersonaDispatcherUnauthorizedWebhooks",
     }, active
-    # The rules were evaluated over the calls' own metrics, not over nothing.
-    assert observed.prometheus.query('livekit_sip_calls_terminated{reason!="cannot-subscribe"}')
+    # The rules were evaluated over the calls' own metrics, not over nothing: livekit-sip's count
+    # of the ended calls reaches Prometheus at its own scrape, which may come after the
+    # dispatcher's.
+    ended = 'livekit_sip_calls_terminated{reason!="cannot-subscribe"}'
+    assert await eventually(
+        lambda: observed.prometheus.query(ended), WITHIN_S, "the calls' end scraped", 0.2
+    )
 
 
 async def test_a_call_whose_webhook_was_lost_makes_the_lost_webhook_alert_pending(

@@ -15,11 +15,14 @@ logging stay ours.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, MutableMapping
+import tempfile
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from livekit.agents import AgentServer
@@ -49,6 +52,18 @@ FRAMEWORK_DEFAULTS = {
 def apply_framework_defaults(environ: MutableMapping[str, str]) -> None:
     for name, value in FRAMEWORK_DEFAULTS.items():
         environ.setdefault(name, value)
+
+
+@contextmanager
+def metrics_directory(settings: AgentSettings) -> Iterator[AgentSettings]:
+    """`settings` with the directory where job processes keep their counts for the metrics
+    endpoint (livekit-agents empties it as the worker starts): AGENT_METRICS_DIR, else a
+    temporary directory removed when the worker exits. No directory without an endpoint."""
+    if not settings.metrics_port or settings.metrics_dir is not None:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="persona-agent-metrics-") as directory:
+        yield dataclasses.replace(settings, metrics_dir=Path(directory))
 
 
 def mark_registration(server: AgentServer, registered_file: Path | None) -> None:
@@ -132,6 +147,7 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
         agent_name=settings.agent_name,
         stack=settings.stack,
         livekit_url=settings.livekit.url,
+        metrics_port=settings.metrics_port or None,
     )
     if settings.stack == "fake":
         log.warning(
@@ -139,7 +155,8 @@ def main(build: Callable[[AgentSettings], AgentServer] = create_server) -> int:
             hint="calls are answered by scripted lines and a tone, no model: set AGENT_STACK "
             "(openai-realtime or pipeline) and its API keys for a real conversation",
         )
-    return asyncio.run(serve(build(settings), settings))
+    with metrics_directory(settings) as settings:
+        return asyncio.run(serve(build(settings), settings))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,12 @@ from agent.call_record import (
 from agent.persona import SIP_KIND
 from agent.transcript import close_fields, tool_call_fields, turn_fields
 from config.agent_settings import AgentSettings, CallStoreSettings
+from telemetry.agent_metrics import (
+    DropReason,
+    FailedWrite,
+    count_dropped_turns,
+    count_failed_write,
+)
 from telemetry.logs import get_logger
 from telemetry.timing import ms_since
 
@@ -249,7 +255,7 @@ class CallStore:
                     call_id=self.call_id,
                     pending=len(self._turns),
                 )
-            self.dropped += 1
+            self._drop("queue_full", 1)
             return
         self._turns.append(masked(entry, unmasked=self._unmasked, region=self._region))
         self._kick()
@@ -311,6 +317,16 @@ class CallStore:
 
     # ---- the writer ---------------------------------------------------------------------------
 
+    def _fail(self, error: FailedWrite) -> None:
+        """A write that failed: in the document's count and the worker's metric."""
+        self.failed += 1
+        count_failed_write(error)
+
+    def _drop(self, reason: DropReason, turns: int) -> None:
+        """Turns that will not reach the document: in its count and the worker's metric."""
+        self.dropped += turns
+        count_dropped_turns(reason, turns)
+
     def _kick(self) -> None:
         if not self.enabled or self._closed:
             return
@@ -342,7 +358,7 @@ class CallStore:
             if outcome == "written":
                 self._written += sent
             else:
-                self.dropped += sent
+                self._drop("refused", sent)
 
     async def _write_all(self) -> None:
         assert self._collection is not None
@@ -375,7 +391,7 @@ class CallStore:
         except WriteError as e:
             # The server refuses this write as it is: retrying cannot help, and it must not hold
             # up the writes queued behind it.
-            self.failed += 1
+            self._fail("refused")
             log.warning(
                 "call_store.write_refused",
                 room=self.room,
@@ -385,7 +401,7 @@ class CallStore:
             )
             return "refused"
         except (PyMongoError, TimeoutError) as e:
-            self.failed += 1
+            self._fail("unavailable")
             if self._down_since is None:
                 self._down_since = time.perf_counter()
                 log.warning(
@@ -425,7 +441,7 @@ class CallStore:
             if isinstance(outcome, Exception):
                 log.error("call_store.writer_failed", room=self.room, exc_info=outcome)
         self._closed = True
-        self.dropped += len(self._turns)
+        self._drop("unwritten", len(self._turns))
         log.info(
             "call_store.closed",
             room=self.room,

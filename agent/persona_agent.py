@@ -13,6 +13,7 @@ from livekit.agents.voice import SpeechHandle
 from agent.transcript import TranscriptLog
 from contract.metadata import Persona
 from contract.transfer import DEFAULT_TRANSFER_FAILED_LINE, DEFAULT_TRANSFER_LINE
+from telemetry.agent_metrics import count_announcement, count_transfer
 from telemetry.logs import get_logger
 
 log = get_logger(__name__)
@@ -77,9 +78,7 @@ class PersonaAgent(Agent):
         if self.announce is not None:
             # Verbatim and whole, then the line is cut: no conversation with an unknown caller.
             line = self.say_whole(self.announce)
-            self._ending = asyncio.create_task(
-                self._hang_up_after(line, "announce"), name="announce"
-            )
+            self._ending = asyncio.create_task(self._announce_then_hang_up(line), name="announce")
             return
         if self.persona.welcome:
             # A caller's "hello?" at pick-up must not cut the persona's first words.
@@ -135,6 +134,11 @@ class PersonaAgent(Agent):
         )
         await self._call.hang_up(reason)
 
+    async def _announce_then_hang_up(self, line: SpeechHandle) -> None:
+        await line.wait_for_playout()
+        count_announcement("cut" if line.interrupted else "spoken")
+        await self._hang_up_after(None, "announce")
+
     async def _transfer_call(self, context: RunContext[Any]) -> None:
         # None, as end_call: no reply is generated after the tool; the lines are the agent's own.
         if self._transferring is not None and not self._transferring.done():
@@ -150,6 +154,7 @@ class PersonaAgent(Agent):
         assert to is not None, "the tool exists only with a target"
         outcome = await self._call.transfer(to)
         fields = {"room": self._transcript.room, "call_id": self._transcript.call_id, "to": to}
+        count_transfer("transferred" if outcome.ok else "failed")
         if outcome.ok:
             log.info("call.transferred", **fields)
             self._transcript.write("call.transferred", to=to)

@@ -280,6 +280,8 @@ def new_agent_server(
         # them as it starts or takes its call: less CPU per call, pages shared.
         preload_modules=[type(entrypoint).__module__, WARMUP_MODULE],
         log_level=settings.logs.level.upper(),
+        prometheus_port=settings.metrics_port or None,
+        prometheus_multiproc_dir=str(settings.metrics_dir) if settings.metrics_dir else None,
     )
     if capacity is not None:
         capacity.server = server

@@ -123,6 +123,12 @@ class AgentSettings:
     language: str = setting("AGENT_LANGUAGE", "en", text)
     http_host: str = setting("AGENT_HTTP_HOST", "127.0.0.1", text)
     http_port: int = setting("AGENT_HTTP_PORT", 8081, integer(minimum=0, maximum=65535))
+    # livekit-agents' Prometheus endpoint (`/metrics` on AGENT_HTTP_HOST): what the job processes
+    # count (telemetry/agent_metrics.py), summed over them. 0: no endpoint.
+    metrics_port: int = setting("AGENT_METRICS_PORT", 8089, integer(minimum=0, maximum=65535))
+    # Where job processes keep their counts (prometheus_client's multiprocess mode), emptied when
+    # the worker starts; one directory per worker. Default: a temporary one, removed at exit.
+    metrics_dir: Path | None = setting("AGENT_METRICS_DIR", None, path)
     idle_processes: int = setting("AGENT_IDLE_PROCESSES", 2, integer(minimum=0))
     # Above this load (0-1) the worker takes no new job; `inf` never refuses.
     load_threshold: float = setting("AGENT_LOAD_THRESHOLD", 0.7, _load_threshold)

@@ -5,12 +5,15 @@ benchmark's bare agent)."""
 from __future__ import annotations
 
 import os
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from devstack.logs import read_log_events
-from devstack.processes import ROOT, ManagedProcess, python_module
+from devstack.processes import ROOT, ManagedProcess, free_port, python_module
 from devstack.services import LiveKitServer
 
 REGISTERED = "registered worker"
@@ -29,6 +32,8 @@ def agent_worker_env(server: LiveKitServer, workdir: Path, **overrides: str) -> 
             "AGENT_FAKE_LLM_LOG": str(workdir / "fake-llm.jsonl"),
             "TRANSCRIPT_PATH": str(workdir / "transcripts.jsonl"),
             "AGENT_HTTP_PORT": "0",
+            # Its Prometheus endpoint: what the job processes count, summed by the worker.
+            "AGENT_METRICS_PORT": str(free_port()),
             "AGENT_IDLE_PROCESSES": "2",
             # Load by job count, not CPU: a busy 2-core test machine must not make the worker
             # (or the server, which skips workers reporting full load) refuse jobs.
@@ -73,6 +78,25 @@ class AgentWorker:
         phone numbers masked)."""
         offset = self.process.log_offset if self.process is not None else 0
         return read_log_events(self.log_path, offset, **match)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The worker's Prometheus endpoint, None when it has none (AGENT_METRICS_PORT=0)."""
+        port = int(self.env.get("AGENT_METRICS_PORT") or 0)
+        return f"http://127.0.0.1:{port}/metrics" if port else None
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of the worker's endpoint now (0 for a series not yet
+        counted: a labelled counter has none before its first count)."""
+        if self.metrics_url is None:
+            raise RuntimeError("this worker has no metrics endpoint (AGENT_METRICS_PORT=0)")
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def stop(self) -> int | None:
         """SIGTERM (the worker drains, then exits); its whole process group is killed if it has

@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 from config.env import read_environment
 from config.settings import load_settings
 from devstack.agent_worker import AgentWorker, agent_worker_env
-from devstack.processes import ROOT, port_free, tail, udp_ports_free
+from devstack.processes import ROOT, free_port, port_free, tail, udp_ports_free
 from devstack.services import (
     LiveKitServer,
     LiveKitSip,
@@ -201,9 +201,15 @@ def dial_instructions(sip: LiveKitSip, setup: SetupResult) -> str:
     return text
 
 
-def metrics_lines(dispatcher_url: str, livekit: LiveKitServer, sip: LiveKitSip | None) -> str:
+def metrics_lines(
+    dispatcher_url: str,
+    livekit: LiveKitServer,
+    sip: LiveKitSip | None,
+    workers: Iterable[AgentWorker] = (),
+) -> str:
     """Where Prometheus scrapes each service (deploy/prometheus/, README "Operating it")."""
     urls = [dispatcher_url + "/metrics", livekit.metrics_url, sip.metrics_url if sip else None]
+    urls += [w.metrics_url for w in workers]
     return "  ".join(u for u in urls if u)
 
 
@@ -285,10 +291,10 @@ def run_stack(args: argparse.Namespace, services: list[Service]) -> int:
         services,
         start_dispatcher(args.port, dispatcher_env(args, livekit), logs / "dispatcher.log"),
     )
-    if args.agent_stack != "none":
-        for worker in agent_workers(args, livekit):
-            started(services, worker).start()
-    print(banner(args, dispatcher_url, livekit, sip, sip_lines), flush=True)
+    workers = agent_workers(args, livekit) if args.agent_stack != "none" else []
+    for worker in workers:
+        started(services, worker).start()
+    print(banner(args, dispatcher_url, livekit, sip, sip_lines, workers), flush=True)
     return watch([dispatcher, *([livekit.process] if livekit.process is not None else [])])
 
 
@@ -354,7 +360,9 @@ def agent_workers(args: argparse.Namespace, livekit: LiveKitServer) -> list[Agen
     logs: Path = args.log_dir
     workers = [AgentWorker(agent_worker_env(livekit, logs, **agent_env), logs / "agent-worker.log")]
     for name in other_agents():
-        named = {**agent_env, "AGENT_NAME": name, "AGENT_HTTP_PORT": "0"}
+        # Ports of its own: one worker process per name, on one host.
+        ports = {"AGENT_HTTP_PORT": "0", "AGENT_METRICS_PORT": str(free_port())}
+        named = {**agent_env, "AGENT_NAME": name, **ports}
         workers.append(
             AgentWorker(agent_worker_env(livekit, logs, **named), logs / f"agent-worker-{name}.log")
         )
@@ -367,6 +375,7 @@ def banner(
     livekit: LiveKitServer,
     sip: LiveKitSip | None,
     sip_lines: str,
+    workers: Iterable[AgentWorker] = (),
 ) -> str:
     return (
         f"livekit-server  {livekit.ws_url}  (key {DEV_API_KEY}, secret {DEV_API_SECRET})\n"
@@ -374,7 +383,7 @@ def banner(
         f"agent           {args.agent_stack} stack, "
         f"{'not started' if args.agent_stack == 'none' else 'registered'}\n"
         f"{sip_lines}"
-        f"metrics         {metrics_lines(dispatcher_url, livekit, sip)}\n"
+        f"metrics         {metrics_lines(dispatcher_url, livekit, sip, workers)}\n"
         f"logs            {shown(args.log_dir)}/\n"
         f"Try: .venv/bin/python -m scripts.dispatch_call --env-file {shown(args.env_file)} "
         f"--number {TEST_NUMBER}\n"

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from prometheus_client import REGISTRY
 
 from config.settings import Settings, load_settings
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -74,6 +75,31 @@ def logs() -> Iterator[LogCapture]:
     configure_logging("debug", "json", stream=capture.stream, cache=False)
     yield capture
     configure_logging("info", "json", cache=False)
+
+
+class CountsSince:
+    """What this process's default Prometheus registry (the agent's counters,
+    telemetry/agent_metrics.py) counted since the fixture began."""
+
+    def __init__(self) -> None:
+        self._before = self._now()
+
+    @staticmethod
+    def _now() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in REGISTRY.collect()
+            for s in family.samples
+        }
+
+    def __call__(self, name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return self._now().get(key, 0.0) - self._before.get(key, 0.0)
+
+
+@pytest.fixture
+def counted() -> CountsSince:
+    return CountsSince()
 
 
 @pytest.fixture

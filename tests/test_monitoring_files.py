@@ -15,6 +15,7 @@ import yaml
 
 from devstack.processes import ROOT, require_binary
 from provisioning.server_config import PROMETHEUS_VERSION
+from telemetry import agent_metrics
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +66,16 @@ def test_the_alerts_the_issue_and_readme_name_are_there() -> None:
     assert 'cause="lost_webhook"' in exprs["PersonaDispatcherLostWebhooks"]
     assert "persona_dispatcher_persona_cache_shared_up" in exprs["PersonaDispatcherSharedCacheDown"]
     assert 'status="default"' in exprs["PersonaDispatcherDefaultPersonas"]
+
+
+def test_the_agent_alert_watches_the_workers_own_counters() -> None:
+    """The agent's alert names counters its job processes count (telemetry/agent_metrics.py),
+    which the worker's endpoint serves (tests/integration/test_call_document.py)."""
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    named = set(re.findall(r"persona_agent_[a-z_]+", exprs["PersonaAgentCallRecordsIncomplete"]))
+    declared = {f"{m.name}_total" for c in agent_metrics.COUNTERS for m in c.describe()}
+    assert named == {"persona_agent_call_store_dropped_turns_total"}
+    assert named <= declared
 
 
 def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:

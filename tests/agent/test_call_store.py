@@ -23,7 +23,7 @@ from config.agent_settings import AgentSettings, load_agent_settings
 from contract.metadata import default_persona_metadata
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 from tests.agent.helpers import PIRATE, loaded
-from tests.conftest import LogCapture
+from tests.conftest import CountsSince, LogCapture
 from tests.harness.ferretdb import FerretDB, start_ferretdb, stop_ferretdb
 from tests.harness.stack import eventually
 
@@ -33,6 +33,9 @@ CALLER = "918655701159"
 ROOM = f"call_{CALLER}_ab12cd34"
 
 Doc = dict[str, Any]
+# The worker's metrics of what the document lost (telemetry/agent_metrics.py).
+FAILED = "persona_agent_call_store_failed_writes_total"
+DROPPED = "persona_agent_call_store_dropped_turns_total"
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,11 @@ async def test_keys_the_server_refuses_are_stored_made_safe(
 
 
 async def test_a_write_the_server_refuses_is_given_up_and_holds_nothing_up(
-    ferretdb: FerretDB, collection: str, reader: AsyncMongoClient[Doc], logs: LogCapture
+    ferretdb: FerretDB,
+    collection: str,
+    reader: AsyncMongoClient[Doc],
+    logs: LogCapture,
+    counted: CountsSince,
 ) -> None:
     """A write the server refuses for good (here a `$` key inside a field, which FerretDB
     refuses) is logged and dropped at once; the turns behind it are written all the same."""
@@ -200,6 +207,8 @@ async def test_a_write_the_server_refuses_is_given_up_and_holds_nothing_up(
     [doc] = await documents(reader, collection)
     assert "extra" not in doc
     assert doc["store"] == {"failed_writes": 1, "dropped_turns": 0}
+    assert counted(FAILED, error="refused") == 1
+    assert counted(FAILED, error="unavailable") == 0
 
 
 async def test_a_turns_write_repeated_after_a_lost_answer_adds_nothing_twice(
@@ -219,7 +228,11 @@ async def test_a_turns_write_repeated_after_a_lost_answer_adds_nothing_twice(
 
 
 async def test_the_database_killed_mid_call_writes_resume_when_it_is_back(
-    ferretdb: FerretDB, collection: str, reader: AsyncMongoClient[Doc], logs: LogCapture
+    ferretdb: FerretDB,
+    collection: str,
+    reader: AsyncMongoClient[Doc],
+    logs: LogCapture,
+    counted: CountsSince,
 ) -> None:
     store = open_store(agent_settings(ferretdb.uri, collection), "AJ_kill")
     store.started(call_start("AJ_kill"))
@@ -239,6 +252,7 @@ async def test_the_database_killed_mid_call_writes_resume_when_it_is_back(
     assert [t["text"] for t in doc["turns"]] == ["before", "while down 1", "while down 2", "after"]
     assert doc["store"]["dropped_turns"] == 0
     assert doc["store"]["failed_writes"] >= 1
+    assert counted(FAILED, error="unavailable") == doc["store"]["failed_writes"]
     assert len(logs.named("call_store.unavailable")) == 1
     [recovered] = logs.named("call_store.recovered")
     assert recovered["failed_writes"] >= 1
@@ -287,7 +301,7 @@ def silent_server() -> Iterator[int]:
 
 
 async def test_a_hung_database_never_blocks_the_call_and_gives_up_at_its_end(
-    silent_server: int, collection: str, logs: LogCapture
+    silent_server: int, collection: str, logs: LogCapture, counted: CountsSince
 ) -> None:
     """Writes to a database that never answers: the call's steps never wait, the queue stays
     bounded (the turns past it are counted as dropped), and the end gives up on what is left."""
@@ -303,6 +317,9 @@ async def test_a_hung_database_never_blocks_the_call_and_gives_up_at_its_end(
             await store.close(timeout_s=1)
     assert lag.worst_s < 0.5
     assert store.dropped == 8  # 3 past the bound at once, the 5 pending ones at the end
+    assert counted(DROPPED, reason="queue_full") == 3
+    assert counted(DROPPED, reason="unwritten") == 5
+    assert counted(FAILED, error="unavailable") == store.failed > 0
     assert len(logs.named("call_store.turns_dropped")) == 1
     assert logs.named("call_store.recovered") == []
     [closed] = logs.named("call_store.closed")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from livekit.agents.telemetry.loop_monitor import LoopMonitorThresholds
 
-from agent.__main__ import apply_framework_defaults
+from agent.__main__ import apply_framework_defaults, metrics_directory
+from config.agent_settings import AgentSettings, load_agent_settings
 from devstack.processes import ROOT
+from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +67,36 @@ def test_the_private_tls_builder_the_warmup_calls_is_still_there() -> None:
         "livekit-agents release builds its http session's TLS context and warm that up instead"
     )
     assert build() is build(), "no longer cached per process: warming it up shares nothing"
+
+
+def settings_with(**env: str) -> AgentSettings:
+    base = {
+        "LIVEKIT_URL": "ws://127.0.0.1:7880",
+        "LIVEKIT_API_KEY": DEV_API_KEY,
+        "LIVEKIT_API_SECRET": DEV_API_SECRET,
+        "AGENT_STACK": "fake",
+    }
+    return load_agent_settings({**base, **env})
+
+
+def test_the_metrics_directory_is_the_workers_own_and_gone_when_it_exits() -> None:
+    """Job processes count into files there (prometheus_client's multiprocess mode); two
+    workers on one host must not share one, and none is left behind."""
+    with metrics_directory(settings_with()) as first, metrics_directory(settings_with()) as second:
+        assert first.metrics_dir is not None
+        assert first.metrics_dir.is_dir()
+        assert second.metrics_dir is not None
+        assert second.metrics_dir != first.metrics_dir
+        kept = first.metrics_dir
+    assert not kept.exists()
+
+
+def test_an_operators_metrics_directory_is_used_and_kept(tmp_path: Path) -> None:
+    with metrics_directory(settings_with(AGENT_METRICS_DIR=str(tmp_path))) as settings:
+        assert settings.metrics_dir == tmp_path
+    assert tmp_path.is_dir()
+
+
+def test_without_a_metrics_endpoint_there_is_no_directory() -> None:
+    with metrics_directory(settings_with(AGENT_METRICS_PORT="0")) as settings:
+        assert settings.metrics_dir is None

@@ -23,7 +23,12 @@ from config.agent_settings import AgentSettings, load_agent_settings
 from contract.metadata import DEFAULT_PERSONA, Persona
 from contract.transfer import DEFAULT_TRANSFER_FAILED_LINE
 from tests.agent.helpers import LIBRARIAN, PIRATE, MetadataRoom, RecordingCall, read_jsonl
+from tests.conftest import CountsSince
 from tests.harness.stack import eventually
+
+# The worker's metrics of who answered (telemetry/agent_metrics.py).
+TRANSFERS = "persona_agent_transfers_total"
+ANNOUNCEMENTS = "persona_agent_announcements_total"
 
 pytestmark = pytest.mark.unit
 
@@ -172,7 +177,7 @@ def test_persona_voice_and_language_reach_the_speech_stack(settings: AgentSettin
 
 
 async def test_an_announcement_is_said_verbatim_uninterruptible_then_the_call_ends(
-    start_call: Any,
+    start_call: Any, counted: CountsSince
 ) -> None:
     """UNKNOWN_CALLER_POLICY=announce: the message instead of the welcome, not cut by the caller,
     then the agent hangs up; the LLM is never asked."""
@@ -186,6 +191,8 @@ async def test_an_announcement_is_said_verbatim_uninterruptible_then_the_call_en
     spoken = [r["text"] for r in c.call.transcript_at_hang_up if r["event"] == "turn"]
     assert spoken == [message]
     assert c.llm.requests == []
+    assert counted(ANNOUNCEMENTS, outcome="spoken") == 1
+    assert counted(ANNOUNCEMENTS, outcome="cut") == 0
 
 
 RAVI = "sip:ravi@pbx.example.com"
@@ -199,7 +206,7 @@ async def test_a_persona_without_a_transfer_target_offers_no_transfer(start_call
 
 
 async def test_transfer_call_says_the_line_then_transfers_to_the_personas_target(
-    start_call: Any,
+    start_call: Any, counted: CountsSince
 ) -> None:
     persona = replace(PIRATE, transfer_to=RAVI, transfer_line="Hold on, Ravi will take it.")
     c = await start_call(persona)
@@ -216,10 +223,14 @@ async def test_transfer_call_says_the_line_then_transfers_to_the_personas_target
     assert spoken[-1] == "Hold on, Ravi will take it."
     records = read_jsonl(c.transcript)
     assert [r["to"] for r in records if r["event"] == "call.transferred"] == [RAVI]
+    assert (counted(TRANSFERS, outcome="transferred"), counted(TRANSFERS, outcome="failed")) == (
+        1,
+        0,
+    )
 
 
 async def test_a_refused_transfer_is_told_to_the_caller_and_the_call_goes_on(
-    start_call: Any,
+    start_call: Any, counted: CountsSince
 ) -> None:
     c = await start_call(replace(PIRATE, transfer_to=RAVI))
     c.call.transfer_outcome = TransferOutcome(False, "STR_REJECTED (SIP 603)")
@@ -233,6 +244,10 @@ async def test_a_refused_transfer_is_told_to_the_caller_and_the_call_goes_on(
         "STR_REJECTED (SIP 603)"
     ]
     assert c.call.reasons == []  # not hung up
+    assert (counted(TRANSFERS, outcome="transferred"), counted(TRANSFERS, outcome="failed")) == (
+        0,
+        1,
+    )
     await c.session.run(user_input="Okay, then tell me about the treasure.")
     assert len(c.llm.requests) == 2
 

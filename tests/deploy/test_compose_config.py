@@ -119,7 +119,8 @@ def host_ports(services: dict[str, Any]) -> dict[str, set[int]]:
         "livekit-server": {livekit["port"], livekit["rtc"]["tcp_port"]},
         "livekit-sip": {sip["sip_port"], sip["health_port"]},
         "persona-agent": {
-            int(agent_env.get("AGENT_HTTP_PORT", default(AgentSettings, "http_port")))
+            int(agent_env.get("AGENT_HTTP_PORT", default(AgentSettings, "http_port"))),
+            int(agent_env.get("AGENT_METRICS_PORT", default(AgentSettings, "metrics_port"))),
         },
         "load-balancer": {int(p) for p in re.findall(r"^\s*bind [\d.]+:(\d+)", haproxy, re.M)},
     }

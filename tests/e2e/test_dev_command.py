@@ -147,7 +147,14 @@ def test_dev_command_answers_a_sip_call_with_the_callers_persona(dev: DevCommand
 
 def test_dev_command_serves_each_services_prometheus_metrics(dev: DevCommand) -> None:
     """The dispatcher's, livekit-server's and livekit-sip's metrics, where it says, each in
-    Prometheus' text format with its own service's metrics (what deploy/prometheus/ scrapes)."""
+    Prometheus' text format with its own service's metrics (what deploy/prometheus/ scrapes);
+    then each agent worker's, on the port its log names."""
+    workers = [
+        record
+        for log in ("agent-worker.log", "agent-worker-meera.log")
+        for record in records(LOG_DIR / log, "worker.starting")
+    ]
+    agents = [f"http://127.0.0.1:{w['metrics_port']}/metrics" for w in workers]
     expected = {
         f"http://127.0.0.1:{dev.ports['dispatcher']}/metrics": "persona_dispatcher_rooms_held",
         f"http://127.0.0.1:{dev.ports['livekit-server metrics']}/metrics": "livekit_room_total",
@@ -156,7 +163,12 @@ def test_dev_command_serves_each_services_prometheus_metrics(dev: DevCommand) ->
         ),
     }
     [line] = [x for x in dev.output.splitlines() if x.startswith("metrics ")]
-    assert line.split()[1:] == list(expected)
+    assert len(agents) == 2
+    assert line.split()[1:] == [*expected, *agents]
+    for url in agents:
+        # Its series are born with the calls' first counts; before them, an empty exposition.
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain")
     for url, name in expected.items():
         with urllib.request.urlopen(url, timeout=5) as resp:
             # Sample names as Prometheus stores them (prometheus-client's parser would add

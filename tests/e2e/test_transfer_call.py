@@ -23,6 +23,7 @@ from tests.harness.stack import Stack, eventually, unique_number
 LOG_DIR = ROOT / "var" / "log" / "e2e-transfer"
 TARGET = "sip:ravi@127.0.0.1:5999"
 TRANSFER_LINE = "One moment, Ravi from the loans desk will take your call."
+TRANSFERS = "persona_agent_transfers_total"
 
 
 def transferable_persona(number: str) -> dict[str, Any]:
@@ -83,7 +84,16 @@ def refer_to(result: SippResult) -> list[str]:
     return [line.split(";", 3)[3] for line in log.splitlines() if line.startswith("refer;")]
 
 
+def transfers(chain: Chain) -> tuple[float, float]:
+    """The worker's count of transfers done and failed, from its metrics endpoint."""
+    return (
+        chain.worker.metric(TRANSFERS, outcome="transferred"),
+        chain.worker.metric(TRANSFERS, outcome="failed"),
+    )
+
+
 async def test_an_accepted_transfer_refers_the_caller_to_the_target(chain: Chain) -> None:
+    done, failed = transfers(chain)
     result, room = await chain.call("uac_transfer_accepted.xml")
     assert result.successful == 1, result.summary()  # REFER, 202, NOTIFY 200, then our BYE
     [header] = refer_to(result)
@@ -97,9 +107,11 @@ async def test_an_accepted_transfer_refers_the_caller_to_the_target(chain: Chain
         "call.transferred",
     )
     assert transferred[0]["to"] == TARGET
+    assert transfers(chain) == (done + 1, failed)
 
 
 async def test_a_refused_transfer_leaves_the_call_up_and_the_agent_says_so(chain: Chain) -> None:
+    done, failed_before = transfers(chain)
     result, room = await chain.call("uac_transfer_refused.xml")
     # The scenario's own BYE, seconds after the 603: the call was still up.
     assert result.successful == 1, result.summary()
@@ -108,6 +120,7 @@ async def test_a_refused_transfer_leaves_the_call_up_and_the_agent_says_so(chain
         e for e in chain.worker.log_records(event="call.transfer_failed") if e["room"] == room
     ]
     assert len(failed) == 1
+    assert transfers(chain) == (done, failed_before + 1)
     said = await eventually(
         lambda: DEFAULT_TRANSFER_FAILED_LINE in chain.said(room) and chain.said(room),
         30,

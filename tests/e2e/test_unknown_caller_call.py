@@ -22,6 +22,7 @@ from tests.harness.stack import Stack, eventually, unique_number
 
 LOG_DIR = ROOT / "var" / "log" / "e2e-unknown"
 MESSAGE = "This line does not know you yet. Please call the branch office. Goodbye."
+ANNOUNCEMENTS = "persona_agent_announcements_total"
 
 
 @dataclass
@@ -106,6 +107,7 @@ async def test_announce_speaks_the_message_then_hangs_up_from_our_side(chain: Ch
     chain.with_policy("announce")
     chain.stack.persona_control()
     caller = unique_number()
+    announced = chain.worker.metric(ANNOUNCEMENTS, outcome="spoken")
     result = await chain.call(caller, "uac_hears_bye.xml")
     assert result.successful == 1, result.summary()  # a BYE from us, or the scenario times out
     [setup] = chain.dispatcher_events("call.setup_done", caller)
@@ -116,3 +118,5 @@ async def test_announce_speaks_the_message_then_hangs_up_from_our_side(chain: Ch
     assert " ".join(said) == MESSAGE
     ending = [e for e in chain.worker.log_records(event="call.ending") if e.get("room") == room]
     assert [e["reason"] for e in ending] == ["announce"]
+    # Counted in the call's job process, served by the worker.
+    assert chain.worker.metric(ANNOUNCEMENTS, outcome="spoken") == announced + 1

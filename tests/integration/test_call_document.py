@@ -45,6 +45,9 @@ pytestmark = pytest.mark.integration
 LOG_DIR = ROOT / "var" / "log" / "call-document"
 COLLECTION = "calls"
 Doc = dict[str, Any]
+# The worker's metrics of what the documents lost (telemetry/agent_metrics.py).
+FAILED_WRITES = "persona_agent_call_store_failed_writes_total"
+DROPPED_TURNS = "persona_agent_call_store_dropped_turns_total"
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +230,7 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
     caller = await place_sip_call(stack, callers, "9000000002")
     room = caller.room.name
     await document(calls, room, complete=False)  # the start is written
+    failed_before = worker.metric(FAILED_WRITES, error="unavailable")
 
     ferretdb.kill()
     await say(worker, caller, "Tell me about the offer.", replies=1)
@@ -248,6 +252,10 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
     assert [(t["role"], t["text"]) for t in doc["turns"] if t["role"] != "tool"] == turns
     assert doc["store"]["dropped_turns"] == 0
     assert doc["store"]["failed_writes"] >= 1
+    # Counted in the call's job process, served by the worker.
+    failed = worker.metric(FAILED_WRITES, error="unavailable") - failed_before
+    assert failed == doc["store"]["failed_writes"]
+    assert worker.metric(DROPPED_TURNS, reason="unwritten") == 0
     assert len(worker.log_records(event="call_store.unavailable", room=room)) == 1
     assert len(worker.log_records(event="call_store.recovered", room=room)) == 1
 

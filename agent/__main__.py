@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from aiohttp import web
 from livekit.agents import AgentServer
 
 from agent.call_store import ensure_indexes
@@ -32,6 +33,7 @@ from agent.models import validate_stack
 from agent.worker import create_server
 from config.agent_settings import AgentSettings, load_agent_settings
 from config.settings import SettingsError
+from telemetry.agent_metrics import empty_directory, serve_metrics
 from telemetry.logs import configure_logging, get_logger
 
 log = get_logger("agent")
@@ -57,13 +59,26 @@ def apply_framework_defaults(environ: MutableMapping[str, str]) -> None:
 @contextmanager
 def metrics_directory(settings: AgentSettings) -> Iterator[AgentSettings]:
     """`settings` with the directory where job processes keep their counts for the metrics
-    endpoint (livekit-agents empties it as the worker starts): AGENT_METRICS_DIR, else a
-    temporary directory removed when the worker exits. No directory without an endpoint."""
-    if not settings.metrics_port or settings.metrics_dir is not None:
+    endpoint: AGENT_METRICS_DIR (emptied: a worker starts from no counts), else a temporary
+    directory removed when the worker exits. No directory without an endpoint."""
+    if not settings.metrics_port:
+        yield dataclasses.replace(settings, metrics_dir=None)
+        return
+    if settings.metrics_dir is not None:
+        empty_directory(settings.metrics_dir)
         yield settings
         return
     with tempfile.TemporaryDirectory(prefix="persona-agent-metrics-") as directory:
         yield dataclasses.replace(settings, metrics_dir=Path(directory))
+
+
+async def start_metrics(settings: AgentSettings) -> web.AppRunner | None:
+    """The worker's Prometheus endpoint, when it has one (see telemetry/agent_metrics.py)."""
+    if settings.metrics_dir is None:
+        return None
+    runner = await serve_metrics(settings.http_host, settings.metrics_port, settings.metrics_dir)
+    log.info("worker.metrics", url=f"http://{settings.http_host}:{settings.metrics_port}/metrics")
+    return runner
 
 
 def mark_registration(server: AgentServer, registered_file: Path | None) -> None:
@@ -82,6 +97,16 @@ def mark_registration(server: AgentServer, registered_file: Path | None) -> None
 
 
 async def serve(server: AgentServer, settings: AgentSettings) -> int:
+    """Run `server`, its metrics endpoint beside it, until a signal or until it fails."""
+    metrics = await start_metrics(settings)
+    try:
+        return await run_until_signal(server, settings)
+    finally:
+        if metrics is not None:
+            await metrics.cleanup()
+
+
+async def run_until_signal(server: AgentServer, settings: AgentSettings) -> int:
     """Run `server` until a signal (then drain and close) or until it fails."""
     loop = asyncio.get_running_loop()
     mark_registration(server, settings.registered_file)

@@ -26,6 +26,7 @@ from agent.persona_agent import PersonaAgent, TransferOutcome
 from agent.transcript import TranscriptLog
 from config.agent_settings import AgentSettings
 from contract.metadata import DispatchInfo, parse_dispatch_metadata
+from telemetry.agent_metrics import count_in_files
 from telemetry.logs import configure_forwarded_logging, get_logger
 
 log = get_logger(__name__)
@@ -77,13 +78,16 @@ class RoomCallControl:
 
 
 class JobProcessSetup:
-    """Runs once in each job process before it takes a job: logging, then per-process models."""
+    """Runs once in each job process before it takes a job: logging, its counts kept for the
+    worker's metrics endpoint, then per-process models."""
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
 
     def __call__(self, proc: JobProcess) -> None:
         configure_forwarded_logging(self.settings.logs.level, service="agent")
+        if self.settings.metrics_dir is not None:
+            count_in_files(self.settings.metrics_dir)
         proc.userdata["models"] = preload_models(self.settings)
 
 
@@ -280,8 +284,6 @@ def new_agent_server(
         # them as it starts or takes its call: less CPU per call, pages shared.
         preload_modules=[type(entrypoint).__module__, WARMUP_MODULE],
         log_level=settings.logs.level.upper(),
-        prometheus_port=settings.metrics_port or None,
-        prometheus_multiproc_dir=str(settings.metrics_dir) if settings.metrics_dir else None,
     )
     if capacity is not None:
         capacity.server = server

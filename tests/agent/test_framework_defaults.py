@@ -14,6 +14,7 @@ from agent.__main__ import apply_framework_defaults, metrics_directory
 from config.agent_settings import AgentSettings, load_agent_settings
 from devstack.processes import ROOT
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
+from telemetry.agent_metrics import exposition
 
 pytestmark = pytest.mark.unit
 
@@ -91,10 +92,41 @@ def test_the_metrics_directory_is_the_workers_own_and_gone_when_it_exits() -> No
     assert not kept.exists()
 
 
-def test_an_operators_metrics_directory_is_used_and_kept(tmp_path: Path) -> None:
+def test_an_operators_metrics_directory_is_used_and_kept_without_old_counts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"a previous run's")
     with metrics_directory(settings_with(AGENT_METRICS_DIR=str(tmp_path))) as settings:
         assert settings.metrics_dir == tmp_path
+        assert list(tmp_path.iterdir()) == []
     assert tmp_path.is_dir()
+
+
+COUNT_IN_A_JOB_PROCESS = """
+import sys
+from pathlib import Path
+from telemetry.agent_metrics import count_in_files, count_transfer, count_dropped_turns
+count_in_files(Path(sys.argv[1]))
+count_transfer("failed")
+count_dropped_turns("unwritten", 3)
+"""
+
+
+def test_counts_of_ended_job_processes_are_summed_by_the_worker(tmp_path: Path) -> None:
+    """Two job processes count and end (as after their calls); the worker's exposition of the
+    directory holds the sums. Run as processes: `count_in_files` switches prometheus_client's
+    value class for the whole process, which this test process must keep."""
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-c", COUNT_IN_A_JOB_PROCESS, str(tmp_path)],
+            cwd=ROOT,
+            check=True,
+            timeout=60,
+        )
+    text = exposition(tmp_path).decode()
+    assert 'persona_agent_transfers_total{outcome="failed"} 2.0' in text
+    assert 'persona_agent_call_store_dropped_turns_total{reason="unwritten"} 6.0' in text
+    assert "persona_agent_announcements_total{" not in text  # never counted: no series
 
 
 def test_without_a_metrics_endpoint_there_is_no_directory() -> None:

@@ -9,9 +9,17 @@ process serves one call, so every call would pay it. Fork-safe, like livekit-age
 
 from __future__ import annotations
 
+import importlib
+
 from livekit.agents import llm
 from livekit.agents.tokenize import basic
 from livekit.agents.utils import http_context
+
+# Modules livekit-agents imports inside a call, so in every job process: the session's tool
+# set-up at its start (~5 ms), the session report at its end.
+IMPORTED_IN_A_CALL = ("livekit.agents.llm.async_toolset", "livekit.agents.voice.report")
+for _module in IMPORTED_IN_A_CALL:
+    importlib.import_module(_module)
 
 # The hyphenation patterns the transcript synchroniser uses on the agent's first line: ~100 ms
 # of CPU to build on an idle machine, on the job's event loop while its first audio is due.
@@ -19,6 +27,10 @@ basic.hyphenate_word("warming")
 
 # Pydantic's first validation of chat messages (the session's instructions, the welcome line).
 llm.ChatContext.empty().add_message(role="system", content="warming")
+
+# The session's first configuration record: pydantic inspects the signature of its private
+# attribute's default factory on the first instance of each process, then keeps the answer.
+llm.AgentConfigUpdate(instructions="warming", tools_added=[])
 
 # The TLS context of a job's http session, parsed from the whole CA bundle: ~40 ms of CPU. Every
 # job pays it, as livekit-agents builds the session at the job's end only to close it; the

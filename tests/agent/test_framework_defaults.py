@@ -132,3 +132,20 @@ def test_counts_of_ended_job_processes_are_summed_by_the_worker(tmp_path: Path) 
 def test_without_a_metrics_endpoint_there_is_no_directory() -> None:
     with metrics_directory(settings_with(AGENT_METRICS_PORT="0")) as settings:
         assert settings.metrics_dir is None
+
+
+def test_warmup_leaves_nothing_of_a_calls_first_time_work_to_the_job() -> None:
+    """What livekit-agents does on a process's first call (its lazy imports, pydantic's look at
+    the session's configuration record) is done in the forkserver that imports agent.warmup."""
+    probe = (
+        "import sys\n"
+        "from livekit.agents import llm\n"
+        "import agent.warmup as w\n"
+        "attr = llm.AgentConfigUpdate.__private_attributes__['_tools']\n"
+        "print(all(m in sys.modules for m in w.IMPORTED_IN_A_CALL),\n"
+        "      attr._default_factory_takes_validated_data is False)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "True"]

@@ -16,6 +16,7 @@ import yaml
 from devstack.processes import ROOT, require_binary
 from provisioning.server_config import PROMETHEUS_VERSION
 from telemetry import agent_metrics
+from telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 
@@ -144,6 +145,23 @@ def test_dashboard_expressions_parse_as_promql(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def declared_metric_names() -> set[str]:
+    """Every sample name the dispatcher and the agent workers can expose."""
+    families = [*Metrics(shared_redis=True).registry.collect()]
+    families += [m for c in agent_metrics.COUNTERS for m in c.describe()]
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    return {f"{f.name}{s}" for f in families for s in suffixes[f.type]}
+
+
+def test_dashboard_names_only_metrics_the_code_declares() -> None:
+    """A metric of ours misspelt in a panel would show nothing, and the real-Prometheus test
+    cannot tell it from a counter not yet born (tests/e2e/test_prometheus_alerts.py)."""
+    exprs = " ".join(t["expr"] for t in panel_targets())
+    named = set(re.findall(r"persona_(?:dispatcher|agent)_[a-z_]+", exprs))
+    assert named
+    assert named - declared_metric_names() == set()
+
+
 def test_dashboard_shows_what_the_issue_lists() -> None:
     """Set-ups by status/source, set-up p50/p95, persona API latency and outcomes, fallbacks,
     repairs and missing agents, webhook answers, the shared cache, and from livekit-sip ring
@@ -162,5 +180,12 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
         "persona_dispatcher_persona_cache_shared_up",
         'livekit_sip_stage_dur_sec_bucket{stage="wait-subscribe"}',
         'livekit_sip_calls_terminated{reason="cannot-subscribe"}',
+        # Who answers: the dispatcher's choices, the agent workers' counts.
+        "persona_dispatcher_agent_fallbacks_total",
+        "persona_dispatcher_unknown_callers_total",
+        "persona_agent_transfers_total",
+        "persona_agent_announcements_total",
+        "persona_agent_call_store_failed_writes_total",
+        "persona_agent_call_store_dropped_turns_total",
     ):
         assert needle in exprs, needle

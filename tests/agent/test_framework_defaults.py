@@ -19,6 +19,20 @@ from telemetry.agent_metrics import exposition
 pytestmark = pytest.mark.unit
 
 
+def printed_by(code: str, *args: str) -> list[str]:
+    """The words a fresh Python process running `code` prints (as a forkserver or a job process
+    would start: this test process keeps its own modules and prometheus_client's state)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.split()
+
+
 def test_loop_block_monitor_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     environ: dict[str, str] = {}
     apply_framework_defaults(environ)
@@ -49,10 +63,7 @@ def test_warmup_builds_the_job_sessions_tls_context() -> None:
         "import agent.warmup\n"
         "print(before, h._ssl_context_for.cache_info().currsize)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == ["0", "1"]
+    assert printed_by(probe) == ["0", "1"]
 
 
 def test_the_private_tls_builder_the_warmup_calls_is_still_there() -> None:
@@ -115,14 +126,9 @@ count_dropped_turns("unwritten", 3)
 def test_counts_of_ended_job_processes_are_summed_by_the_worker(tmp_path: Path) -> None:
     """Two job processes count and end (as after their calls); the worker's exposition of the
     directory holds the sums. Run as processes: `count_in_files` switches prometheus_client's
-    value class for the whole process, which this test process must keep."""
+    value class for the whole process."""
     for _ in range(2):
-        subprocess.run(
-            [sys.executable, "-c", COUNT_IN_A_JOB_PROCESS, str(tmp_path)],
-            cwd=ROOT,
-            check=True,
-            timeout=60,
-        )
+        printed_by(COUNT_IN_A_JOB_PROCESS, str(tmp_path))
     text = exposition(tmp_path).decode()
     assert 'persona_agent_transfers_total{outcome="failed"} 2.0' in text
     assert 'persona_agent_call_store_dropped_turns_total{reason="unwritten"} 6.0' in text
@@ -145,7 +151,4 @@ def test_warmup_leaves_nothing_of_a_calls_first_time_work_to_the_job() -> None:
         "print(all(m in sys.modules for m in w.IMPORTED_IN_A_CALL),\n"
         "      attr._default_factory_takes_validated_data is False)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == ["True", "True"]
+    assert printed_by(probe) == ["True", "True"]

@@ -269,6 +269,16 @@ def rooms_named(lk: api.LiveKitAPI, prefix: str) -> Callable[[], Awaitable[list[
     return probe
 
 
+# Counters born with an event this chain does not cause: a CRM-named agent with no worker, and
+# the agent workers' own (transfers, announcements, call-database failures). That the dashboard
+# names them as their code declares them is tests/test_monitoring_files.py's check.
+NOT_CAUSED_HERE = ("persona_dispatcher_agent_fallbacks_total", "persona_agent_")
+
+
+def caused_here(expr: str) -> bool:
+    return not any(name in expr for name in NOT_CAUSED_HERE)
+
+
 def dashboard_expressions() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every target of every panel, Grafana's variables filled in."""
     dashboard = json.loads(DASHBOARD.read_text())
@@ -283,12 +293,15 @@ def dashboard_expressions() -> list[tuple[str, str]]:
 
 
 async def test_every_dashboard_expression_returns_a_series(observed: Observed) -> None:
-    """After one more answered call, each expression of each panel of the dashboard returns at
-    least one series from this Prometheus (the metric names and labels it uses are real)."""
+    """After two more answered calls (one from a caller the CRM does not know), each expression
+    of each panel of the dashboard returns at least one series from this Prometheus (the metric
+    names and labels it uses are real), but those of counters born with an event this chain
+    does not cause."""
     observed.agents()
-    result = await place_calls(observed.sip, [Call(TEST_CALLER, observed.sip.trunk_number)])
-    assert result.successful == 1, result.summary()
-    expressions = dashboard_expressions()
+    calls = [Call(n, observed.sip.trunk_number) for n in (TEST_CALLER, unique_number())]
+    result = await place_calls(observed.sip, calls)
+    assert result.successful == 2, result.summary()
+    expressions = [(t, e) for t, e in dashboard_expressions() if caused_here(e)]
     assert len(expressions) >= 15
     empty: list[tuple[str, str]] = []
     for title, expr in expressions:

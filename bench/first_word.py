@@ -62,6 +62,8 @@ Callers = Literal["new", "returning", "any"]
 LOG_DIR = ROOT / "var" / "log" / "bench-first-word"
 FETCH_NUMBER = "+918000000098"
 FETCH_AGENT = "agent-fetch"
+# The warm-up's callers: groups no measured batch reaches.
+WARMUP_GROUP = 999
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,11 @@ class Batch:
         return round(self.worker_cpu_s / self.answered, 3) if self.answered else None
 
 
-def plan(concurrency: int, crm_ms: Sequence[int]) -> list[Scenario]:
+def plan(concurrency: int, crm_ms: Sequence[int], *, floor_first: bool = False) -> list[Scenario]:
     """One concurrency's scenarios, in the order they run: for each CRM delay ours for new
-    callers, the same callers again (returning), the fetch agent; then the floor once."""
+    callers, the same callers again (returning), the fetch agent; the floor last, or first
+    (`floor_first`, odd rounds: so that no route always runs on the warmer or the busier
+    system)."""
     found: list[Scenario] = []
     for delay in crm_ms:
         found += [
@@ -106,12 +110,26 @@ def plan(concurrency: int, crm_ms: Sequence[int]) -> list[Scenario]:
             Scenario("ours", delay, "returning", concurrency),
             Scenario("fetch", delay, "any", concurrency),
         ]
-    return [*found, Scenario("floor", None, "any", concurrency)]
+    floor = Scenario("floor", None, "any", concurrency)
+    return [floor, *found] if floor_first else [*found, floor]
 
 
 def numbers(group: int, n: int) -> list[str]:
     """`n` callers no other group of the run uses (10 digits, 9 first: valid callers)."""
     return [f"9{group:03d}{i:06d}" for i in range(n)]
+
+
+def warm_up(args: argparse.Namespace) -> list[tuple[int, Scenario, list[str]]]:
+    """Batches run before the measured ones and not reported: `--warmup-calls` calls one at a
+    time through each route, so that no measured batch is the first through the chain (a
+    route's first calls meet livekit-server, livekit-sip and the worker cold)."""
+    if args.warmup_calls <= 0:
+        return []
+    return [
+        (-1, scenario, numbers(WARMUP_GROUP - i, args.warmup_calls))
+        for i, scenario in enumerate(plan(1, [0]))
+        if scenario.callers != "returning"
+    ]
 
 
 def schedule(args: argparse.Namespace) -> list[tuple[int, Scenario, list[str]]]:
@@ -123,7 +141,7 @@ def schedule(args: argparse.Namespace) -> list[tuple[int, Scenario, list[str]]]:
         for conc in args.concurrency:
             n = args.calls_one if conc == 1 else args.calls
             callers: list[str] = []
-            for scenario in plan(conc, args.crm_ms):
+            for scenario in plan(conc, args.crm_ms, floor_first=round_ % 2 == 1):
                 if scenario.callers != "returning":
                     callers = numbers(group, n)
                     group += 1
@@ -404,6 +422,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rtp-seconds", type=float, default=3.0, help="call length after 200 OK")
     parser.add_argument("--settle-s", type=float, default=2.0, help="pause between batches")
     parser.add_argument("--timeout", type=float, default=60.0, help="a batch's limit")
+    parser.add_argument(
+        "--warmup-calls", type=int, default=2, help="calls through each route first, unreported"
+    )
     parser.add_argument("--worker", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--sipp-nice", type=int, default=SIPP_NICE)
     parser.add_argument("--log-dir", type=Path, default=LOG_DIR)
@@ -440,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 return route.number
 
         fetch_number = asyncio.run(fetch_route())
-        runs = schedule(args)
+        runs = [*warm_up(args), *schedule(args)]
         personas = {n: one_number_persona(n) for _, _, callers in runs for n in callers}
         asyncio.run(settle(chain, args.settle_s))
         at_rest = {route: len(descendants(pid)) for route, pid in worker_pids(chain).items()}
@@ -450,9 +471,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             batch = run_batch(
                 chain, scenario, round_, callers, fetch_number, args, at_rest[scenario.route]
             )
-            batches.append(batch)
+            if round_ >= 0:  # the warm-up's batches are not reported
+                batches.append(batch)
             print(
-                f"{scenario.name} round {round_}: {batch.heard}/{batch.calls} heard, "
+                f"{scenario.name} {'warm-up' if round_ < 0 else f'round {round_}'}: "
+                f"{batch.heard}/{batch.calls} heard, "
                 f"first word p50 {fmt(first_word_ms(batch.timelines))}, "
                 f"load {batch.load_1m}",
                 flush=True,

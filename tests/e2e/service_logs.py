@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devstack.logs import read_json_lines
+from devstack.logs import HOME_REGION, read_json_lines
 from telemetry.logs import redact_text
 
 
@@ -21,5 +21,5 @@ def spoken(fake_llm_log: Path, room: str) -> list[str]:
     return [
         r["text"]
         for r in read_json_lines(fake_llm_log, kind="tts")
-        if room in (r.get("room"), redact_text(str(r.get("room"))))
+        if room in (r.get("room"), redact_text(str(r.get("room")), HOME_REGION))
     ]

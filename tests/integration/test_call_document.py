@@ -16,7 +16,7 @@ from pymongo.errors import PyMongoError
 
 from agent.fakes import FAKE_REPLY
 from devstack.agent_worker import AgentWorker, start_agent_worker
-from devstack.logs import clear_logs, read_log_events
+from devstack.logs import HOME_REGION, clear_logs, read_log_events
 from devstack.processes import ROOT
 from operator_tools.log_inspector_cli import main as persona_logs
 from telemetry.logs import redact_text
@@ -107,7 +107,8 @@ async def say(worker: AgentWorker, caller: SipCaller, text: str, *, replies: int
     room = caller.room.name
 
     def agent_turns(r: dict[str, Any]) -> bool:
-        ours = r.get("room") in (room, redact_text(room))  # the transcript masks numbers
+        # The transcript masks numbers, by the numbering plan as the logs do.
+        ours = r.get("room") in (room, redact_text(room, HOME_REGION))
         return ours and r.get("event") == "turn" and r.get("role") == "assistant"
 
     await wait_for_records(transcript_path(worker), agent_turns, count=replies)
@@ -129,7 +130,7 @@ async def document(calls: Any, room: str, *, complete: bool = True, within_s: fl
 
     async def probe() -> list[Doc]:
         try:
-            found = [d async for d in calls.find({"room": redact_text(room)})]
+            found = [d async for d in calls.find({"room": redact_text(room, HOME_REGION)})]
         except PyMongoError:
             return []
         return [d for d in found if not complete or "store" in d]
@@ -236,7 +237,7 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
     await say(worker, caller, "Tell me about the offer.", replies=1)
     await wait_for_records(
         transcript_path(worker),
-        lambda r: r.get("room") == redact_text(room) and r.get("text") == FAKE_REPLY,
+        lambda r: r.get("room") == redact_text(room, HOME_REGION) and r.get("text") == FAKE_REPLY,
     )  # the call goes on: the agent answered while the database was down
     await eventually(
         lambda: worker.log_records(event="call_store.unavailable", room=room), 30, "the outage"
@@ -286,7 +287,10 @@ async def test_persona_logs_stored_reads_the_call_back_from_the_database(
     await say(worker, caller, "Which offer?", replies=1)
     await wait_for_records(
         transcript_path(worker),
-        lambda r: r.get("room") == redact_text(caller.room.name) and r.get("text") == FAKE_REPLY,
+        lambda r: (
+            r.get("room") == redact_text(caller.room.name, HOME_REGION)
+            and r.get("text") == FAKE_REPLY
+        ),
     )
     await caller.leave()
     callers.remove(caller)

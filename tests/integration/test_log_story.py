@@ -7,6 +7,7 @@ import pytest
 from livekit import api
 
 from devstack.agent_worker import AgentWorker
+from devstack.logs import HOME_REGION
 from operator_tools.log_inspector_cli import main as persona_logs
 from telemetry.logs import redact_text
 from tests.harness.stack import Stack, agent_dispatches, eventually, join_sip, unique_room
@@ -50,7 +51,10 @@ async def test_calls_show_and_stats_over_real_logs(
     code, out, err = run(capsys, "calls", "--json", log, agent_log, livekit_log)
     assert code == 0
     rows = {r["room"]: r for r in map(orjson.loads, out.splitlines())}
-    loaded, fallback = redact_text(loaded), redact_text(fallback)  # as the logs name them
+    loaded, fallback = (
+        redact_text(loaded, HOME_REGION),
+        redact_text(fallback, HOME_REGION),
+    )  # as the logs name them
     assert [r["room"] for r in map(orjson.loads, out.splitlines())].count(loaded) == 1
     assert rows[loaded]["persona_status"] == "loaded"
     assert rows[loaded]["caller"] == "******0002"

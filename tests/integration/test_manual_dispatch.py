@@ -12,6 +12,7 @@ import pytest
 from livekit import api
 
 from devstack.agent_worker import AgentWorker
+from devstack.logs import HOME_REGION
 from devstack.processes import ROOT
 from operator_tools.log_inspector_cli import main as persona_logs
 from provisioning.server_config import DEV_API_KEY, DEV_API_SECRET
@@ -115,16 +116,20 @@ async def test_bad_inputs_give_one_line_and_distinct_exit_codes(persona_api: Sta
         assert out == ""
 
 
+# A room whose random part is all digits (1 in 43 are): once missed by a test that masked it
+# by the every-run rule while the logs mask by the numbering plan.
+@pytest.mark.parametrize("suffix", [None, "03435958"], ids=["random", "all-digit-suffix"])
 async def test_the_set_up_is_logged_where_persona_logs_reads_it_with_the_agents_lines(
     persona_api: Stack,
     lk: api.LiveKitAPI,
     worker: AgentWorker,
     capsys: pytest.CaptureFixture[str],
+    suffix: str | None,
 ) -> None:
     """The command's set-up events (caller, persona, metadata, dispatch) land in its log, so
     `persona-logs calls` shows the call set up and dispatched, and `show` tells its whole story
     across the command's and the agent's logs."""
-    room = unique_room("8655701159")
+    room = unique_room("8655701159", suffix)
     code, out, err = await dispatch_call(persona_api, "--room", room, "--json")
     assert code == 0, err
     summary = orjson.loads(out)
@@ -133,7 +138,7 @@ async def test_the_set_up_is_logged_where_persona_logs_reads_it_with_the_agents_
 
     assert persona_logs(["calls", "--json", *logs]) == 0
     rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
-    [row] = [r for r in rows if r["room"] == redact_text(room)]
+    [row] = [r for r in rows if r["room"] == redact_text(room, HOME_REGION)]
     assert row["call_id"].startswith("manual_")
     assert row["caller"] == "******1159"
     assert (row["persona_status"], row["persona_id"]) == ("loaded", "prs_3001")

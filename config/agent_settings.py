@@ -123,7 +123,7 @@ class AgentSettings:
     language: str = setting("AGENT_LANGUAGE", "en", text)
     http_host: str = setting("AGENT_HTTP_HOST", "127.0.0.1", text)
     http_port: int = setting("AGENT_HTTP_PORT", 8081, integer(minimum=0, maximum=65535))
-    # livekit-agents' Prometheus endpoint (`/metrics` on AGENT_HTTP_HOST): what the job processes
+    # The worker's Prometheus endpoint (`/metrics` on AGENT_HTTP_HOST): what its job processes
     # count (telemetry/agent_metrics.py), summed over them. 0: no endpoint.
     metrics_port: int = setting("AGENT_METRICS_PORT", 8089, integer(minimum=0, maximum=65535))
     # Where job processes keep their counts (prometheus_client's multiprocess mode), emptied when

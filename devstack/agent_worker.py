@@ -5,12 +5,9 @@ benchmark's bare agent)."""
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.logs import read_log_events
 from devstack.processes import ROOT, ManagedProcess, free_port, python_module
@@ -84,19 +81,6 @@ class AgentWorker:
         """The worker's Prometheus endpoint, None when it has none (AGENT_METRICS_PORT=0)."""
         port = int(self.env.get("AGENT_METRICS_PORT") or 0)
         return f"http://127.0.0.1:{port}/metrics" if port else None
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample of the worker's endpoint now (0 for a series not yet
-        counted: a labelled counter has none before its first count)."""
-        if self.metrics_url is None:
-            raise RuntimeError("this worker has no metrics endpoint (AGENT_METRICS_PORT=0)")
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
-            text = resp.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        return 0.0
 
     def stop(self) -> int | None:
         """SIGTERM (the worker drains, then exits); its whole process group is killed if it has

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import json
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from devstack.logs import clear_logs, read_log_events
 from devstack.processes import ROOT, ManagedProcess
 from devstack.services import RedisServer, start_redis
 from provisioning.sip_setup import load_trunk
-from tests.harness.metrics import parse_metrics
+from tests.harness.metrics import scrape
 from tests.harness.prometheus import PrometheusServer, start_prometheus
 from tests.harness.sip_stack import SipStack, start_sip_stack
 from tests.harness.sipp import TEST_CALLER, Call, SippResult
@@ -146,8 +145,7 @@ def alerts(
 
 def setups_on(url: str) -> float:
     """Every set-up a dispatcher counted, read from its own `/metrics`."""
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        samples = parse_metrics(resp.read().decode())
+    samples = scrape(url + "/metrics")
     return sum(v for (name, _), v in samples.items() if name == "persona_dispatcher_setups_total")
 
 

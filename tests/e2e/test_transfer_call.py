@@ -16,6 +16,7 @@ from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.processes import ROOT
 from tests.e2e.one_call import call_and_room, sip_chain
 from tests.e2e.service_logs import spoken
+from tests.harness.metrics import sample
 from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import SCENARIOS, SippResult
 from tests.harness.stack import Stack, eventually, unique_number
@@ -87,8 +88,8 @@ def refer_to(result: SippResult) -> list[str]:
 def transfers(chain: Chain) -> tuple[float, float]:
     """The worker's count of transfers done and failed, from its metrics endpoint."""
     return (
-        chain.worker.metric(TRANSFERS, outcome="transferred"),
-        chain.worker.metric(TRANSFERS, outcome="failed"),
+        sample(chain.worker.metrics_url, TRANSFERS, outcome="transferred"),
+        sample(chain.worker.metrics_url, TRANSFERS, outcome="failed"),
     )
 
 

@@ -16,6 +16,7 @@ from devstack.processes import ROOT, ManagedProcess
 from devstack.services import dispatcher_process
 from tests.e2e.one_call import sip_chain
 from tests.e2e.service_logs import records, spoken
+from tests.harness.metrics import sample
 from tests.harness.sip_stack import SipStack
 from tests.harness.sipp import SCENARIOS, Call, SippResult
 from tests.harness.stack import Stack, eventually, unique_number
@@ -107,7 +108,7 @@ async def test_announce_speaks_the_message_then_hangs_up_from_our_side(chain: Ch
     chain.with_policy("announce")
     chain.stack.persona_control()
     caller = unique_number()
-    announced = chain.worker.metric(ANNOUNCEMENTS, outcome="spoken")
+    announced = sample(chain.worker.metrics_url, ANNOUNCEMENTS, outcome="spoken")
     result = await chain.call(caller, "uac_hears_bye.xml")
     assert result.successful == 1, result.summary()  # a BYE from us, or the scenario times out
     [setup] = chain.dispatcher_events("call.setup_done", caller)
@@ -119,4 +120,4 @@ async def test_announce_speaks_the_message_then_hangs_up_from_our_side(chain: Ch
     ending = [e for e in chain.worker.log_records(event="call.ending") if e.get("room") == room]
     assert [e["reason"] for e in ending] == ["announce"]
     # Counted in the call's job process, served by the worker.
-    assert chain.worker.metric(ANNOUNCEMENTS, outcome="spoken") == announced + 1
+    assert sample(chain.worker.metrics_url, ANNOUNCEMENTS, outcome="spoken") == announced + 1

@@ -29,6 +29,7 @@ from tests.agent.helpers import (
 from tests.harness.calls import SipCaller, create_dispatch, write_room_metadata
 from tests.harness.ferretdb import FerretDB, start_ferretdb, stop_ferretdb
 from tests.harness.fixture_personas import MEERA, PRIYA
+from tests.harness.metrics import sample
 from tests.harness.stack import (
     Stack,
     eventually,
@@ -231,7 +232,7 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
     caller = await place_sip_call(stack, callers, "9000000002")
     room = caller.room.name
     await document(calls, room, complete=False)  # the start is written
-    failed_before = worker.metric(FAILED_WRITES, error="unavailable")
+    failed_before = sample(worker.metrics_url, FAILED_WRITES, error="unavailable")
 
     ferretdb.kill()
     await say(worker, caller, "Tell me about the offer.", replies=1)
@@ -254,9 +255,9 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
     assert doc["store"]["dropped_turns"] == 0
     assert doc["store"]["failed_writes"] >= 1
     # Counted in the call's job process, served by the worker.
-    failed = worker.metric(FAILED_WRITES, error="unavailable") - failed_before
+    failed = sample(worker.metrics_url, FAILED_WRITES, error="unavailable") - failed_before
     assert failed == doc["store"]["failed_writes"]
-    assert worker.metric(DROPPED_TURNS, reason="unwritten") == 0
+    assert sample(worker.metrics_url, DROPPED_TURNS, reason="unwritten") == 0
     assert len(worker.log_records(event="call_store.unavailable", room=room)) == 1
     assert len(worker.log_records(event="call_store.recovered", room=room)) == 1
 

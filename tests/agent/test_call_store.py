@@ -252,7 +252,8 @@ async def test_the_database_killed_mid_call_writes_resume_when_it_is_back(
     assert [t["text"] for t in doc["turns"]] == ["before", "while down 1", "while down 2", "after"]
     assert doc["store"]["dropped_turns"] == 0
     assert doc["store"]["failed_writes"] >= 1
-    assert counted(FAILED, error="unavailable") == doc["store"]["failed_writes"]
+    # At least the document's count, taken as the call ended, before its last writes.
+    assert counted(FAILED, error="unavailable") >= doc["store"]["failed_writes"]
     assert len(logs.named("call_store.unavailable")) == 1
     [recovered] = logs.named("call_store.recovered")
     assert recovered["failed_writes"] >= 1

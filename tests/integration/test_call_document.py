@@ -254,9 +254,10 @@ async def test_the_database_killed_mid_call_costs_the_call_nothing_and_loses_no_
     assert [(t["role"], t["text"]) for t in doc["turns"] if t["role"] != "tool"] == turns
     assert doc["store"]["dropped_turns"] == 0
     assert doc["store"]["failed_writes"] >= 1
-    # Counted in the call's job process, served by the worker.
+    # Counted in the call's job process, served by the worker: every failure the document
+    # records, and any of its last writes (after the document took its count at the call's end).
     failed = sample(worker.metrics_url, FAILED_WRITES, error="unavailable") - failed_before
-    assert failed == doc["store"]["failed_writes"]
+    assert failed >= doc["store"]["failed_writes"]
     assert sample(worker.metrics_url, DROPPED_TURNS, reason="unwritten") == 0
     assert len(worker.log_records(event="call_store.unavailable", room=room)) == 1
     assert len(worker.log_records(event="call_store.recovered", room=room)) == 1

@@ -293,6 +293,8 @@ class SharedPersonaStore:
     async def single_flight(self, number: str, fetch: Callable[[], Awaitable[Persona]]) -> Persona:
         lock = self._key("fetching", number)
         failed = self._key("failed", number)
+        # Any answer stored after this call asked is good for it, even one fresh for no time.
+        asked_at = self._clock()
         while True:
             try:
                 claimed: Any = await self._run(
@@ -308,7 +310,7 @@ class SharedPersonaStore:
             # Another replica is asking the CRM: wait for what it writes (the resolver's
             # deadline bounds the wait), or take over if it gave up without a result.
             try:
-                result = await self._await_other(number, lock, failed)
+                result = await self._await_other(number, lock, failed, asked_at)
             except SharedStoreUnavailable:
                 return await fetch()
             if result is not None:
@@ -329,18 +331,19 @@ class SharedPersonaStore:
             with contextlib.suppress(SharedStoreUnavailable):
                 await self._run("release", self._redis.eval(RELEASE_SCRIPT, 1, lock, self._me))
 
-    async def _await_other(self, number: str, lock: str, failed: str) -> Persona | None:
+    async def _await_other(
+        self, number: str, lock: str, failed: str, asked_at: float
+    ) -> Persona | None:
         """The persona another replica fetched; None when its claim ended without a result."""
-        waiting_since = self._clock()
         while True:
             await asyncio.sleep(POLL_S)
             held = await self.lookup(number)
             if self._down_since is not None:
                 raise SharedStoreUnavailable("Redis went away while waiting")
-            # Written while we waited: its answer, even with no fresh window (always fresh).
-            if held is not None and (
-                held.phase == "fresh" or held.entry.stored_at >= waiting_since
-            ):
+            # Stored since this call asked: its answer, even with no fresh window (always
+            # fresh). Timed from the ask, not from the wait: on a busy loop the holder's answer
+            # may be stored between our claim and our first look.
+            if held is not None and (held.phase == "fresh" or held.entry.stored_at >= asked_at):
                 if held.entry.persona is None:
                     raise PersonaNotFound(number)
                 self._local.put(number, held.entry)

@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis import asyncio as aioredis
 
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from contract.metadata import DEFAULT_PERSONA
 from devstack.processes import ROOT, free_port
 from devstack.services import RedisServer, start_redis
@@ -31,7 +31,7 @@ from dispatcher.persona_payload import PersonaLimits
 from dispatcher.persona_resolver import PersonaFiles, PersonaResolver
 from dispatcher.persona_store import LocalPersonaStore, PersonaStore
 from dispatcher.service import build_reconciler, fetch_claim_s, open_clients
-from dispatcher.shared_persona_store import SharedPersonaStore
+from dispatcher.shared_persona_store import CLAIM_SCRIPT, SharedPersonaStore
 from telemetry.metrics import Metrics
 from tests.conftest import LogCapture, post
 from tests.harness.fake_livekit import FakeLiveKit
@@ -43,6 +43,7 @@ from webhooks.app import create_app
 pytestmark = pytest.mark.service
 LOG_DIR = ROOT / "var" / "log" / "service"
 NUMBER = "8655701159"  # tests/fixtures/personas/num_8655701159.json: Priya, prs_3001
+PRODUCT_REDIS_TIMEOUT_S = load_settings({}, livekit=False).persona_cache_timeout_s
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,13 @@ class Replica:
         shared: bool = True,
         parser: PayloadParser | None = None,
         listen: bool = True,
+        redis_timeout_s: float = 2.0,
     ) -> None:
-        self.redis = aioredis.from_url(redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        # A timeout well above a loaded machine's Redis round trip, so only the tests about a
+        # hung or missing Redis (which pass the product's 0.2 s) ever see one.
+        self.redis = aioredis.from_url(
+            redis_url, socket_timeout=redis_timeout_s, socket_connect_timeout=redis_timeout_s
+        )
         self.metrics = Metrics(shared_redis=True)
         self.api = PersonaApiClient(
             PersonaApiConfig(
@@ -91,7 +97,7 @@ class Replica:
         self.store: PersonaStore = SharedPersonaStore(
             self.redis,
             self.local,
-            command_timeout_s=0.2,
+            command_timeout_s=redis_timeout_s,
             fetch_lock_s=fetch_lock_s,
             retention_s=3600,
             entry_max_bytes=256 * 1024,
@@ -141,14 +147,35 @@ async def replicas(
         await r.close()
 
 
+def await_claims_lost(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the replica's claims on a number that another replica held (it waits on them)."""
+    run_script = replica.redis.eval
+    lost = 0
+
+    async def counted(script: str, *args: Any) -> Any:
+        nonlocal lost
+        answer = await run_script(script, *args)
+        lost += script == CLAIM_SCRIPT and answer == 0
+        return answer
+
+    monkeypatch.setattr(replica.redis, "eval", counted)
+    return lambda: lost
+
+
 async def test_a_burst_over_replicas_makes_one_crm_request(
-    replicas: Callable[..., Replica], persona_state: FakeState
+    replicas: Callable[..., Replica], persona_state: FakeState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Twelve look-ups of one number, spread over three replicas at once, while the CRM takes
-    300 ms: one request; every look-up gets the persona."""
+    300 ms: one request; every look-up gets the persona. The CRM answers once two replicas wait
+    on the third's claim: a burst, however slowly this machine starts its look-ups."""
     persona_state.delay_s = 0.3
     fleet = [replicas() for _ in range(3)]
-    results = await asyncio.gather(*(fleet[i % 3].resolve() for i in range(12)))
+    waiting = [await_claims_lost(r, monkeypatch) for r in fleet]
+    persona_state.hold = asyncio.Event()
+    burst = asyncio.gather(*(fleet[i % 3].resolve() for i in range(12)))
+    await eventually(lambda: sum(w() for w in waiting) == 2, 10, "two waiters")
+    persona_state.hold.set()
+    results = await burst
     assert persona_state.requests == 1
     assert {r.persona.persona_id for r in results} == {"prs_3001"}
     assert {r.status for r in results} == {"loaded"}
@@ -260,7 +287,7 @@ async def test_an_outage_costs_calls_nothing_and_is_logged_once_at_each_end(
     port = free_port()
     own = RedisServer(port, LOG_DIR / "redis-outage.log").start()
     try:
-        r = replicas(f"redis://127.0.0.1:{port}/0")
+        r = replicas(f"redis://127.0.0.1:{port}/0", redis_timeout_s=PRODUCT_REDIS_TIMEOUT_S)
         assert (await r.resolve()).status == "loaded"
         assert r.metrics.persona_cache_shared_up._value.get() == 1
         own.stop()
@@ -287,7 +314,7 @@ async def test_redis_that_never_answers_does_not_hold_a_call(
     """A Redis address that accepts connections and never answers (a hung server): each command
     gives up after its own timeout, and the call resolves from the CRM well inside its deadline."""
     with black_hole() as port:
-        r = replicas(f"redis://127.0.0.1:{port}/0")
+        r = replicas(f"redis://127.0.0.1:{port}/0", redis_timeout_s=PRODUCT_REDIS_TIMEOUT_S)
         resolved = await r.resolve()
     assert (resolved.status, resolved.fallback_reason) == ("loaded", None)
     assert persona_state.requests == 1

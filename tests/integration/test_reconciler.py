@@ -10,11 +10,13 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from livekit import api, rtc
 
+from config.settings import load_settings
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import clear_logs, read_log_events
 from devstack.processes import ROOT, ManagedProcess
@@ -32,6 +34,9 @@ from tests.harness.stack import (
 from tests.harness.timings import record_timings
 
 AGENT = "repair-agent"
+SIP = api.ParticipantInfo.Kind.SIP
+# The session stack's dispatcher runs on the default settings.
+SESSION_GRACE_S = load_settings({}, livekit=False).reconcile_grace_s
 CALL_SETUP_OFF = '{"call_setup": "off"}'
 LOG_DIR = ROOT / "var" / "log" / "reconciler"
 # Fast passes for tests: a lost call is found within a second or two.
@@ -271,12 +276,15 @@ async def test_two_replicas_reconciling_the_same_lost_calls_give_one_dispatch_ea
 async def test_with_webhooks_working_fifty_calls_make_no_repair(
     stack: Stack, rooms: list[rtc.Room]
 ) -> None:
-    """The session's dispatcher gets its webhooks and reconciles every 2 s: fifty calls, fifty
-    set-ups by webhook, no repair, no extra dispatch."""
+    """The session's dispatcher gets its webhooks and reconciles every 2 s: fifty calls, one
+    dispatch each, and no repair of a call whose webhook came within the grace period. (On a
+    loaded machine livekit-server may deliver a webhook later than that: such a call is, to the
+    reconciler, one whose webhook was lost, and its repair shares the set-up.)"""
     lk = stack.api()
     url = stack.dispatcher_url
     try:
         before = metric_values(url)
+        offset = stack.dispatcher_log.stat().st_size
         calls = [unique_room(f"90000{i:05d}") for i in range(50)]
         for room in calls:
             rooms.append(await join_sip(stack, room, room.split("_")[1]))
@@ -285,15 +293,45 @@ async def test_with_webhooks_working_fifty_calls_make_no_repair(
                 functools.partial(agent_dispatches, lk, room, "friday"), 60, "a dispatch"
             )
         await asyncio.sleep(7)  # past the grace period, over several passes
+        lags = {room: await webhook_lag_s(lk, stack.dispatcher_log, offset, room) for room in calls}
+        # The reconciler rounds a caller's wait to 0.1 s before comparing it with the grace.
+        late = {room for room, lag in lags.items() if lag >= SESSION_GRACE_S - 0.05}
+        record_timings(
+            stack.dispatcher_log.parent,
+            "fifty_calls_webhook_lag",
+            late=len(late),
+            max_lag_s=round(max(lags.values()), 2),
+        )
+        repaired = set()
         for room in calls:
             assert len(await agent_dispatches(lk, room, "friday")) == 1, room
-            assert repairs(stack.dispatcher_log, room) == [], room
+            if read_log_events(stack.dispatcher_log, offset, event="call.repaired", room=room):
+                repaired.add(room)
+        assert repaired <= late
         after = metric_values(url)
-        repaired = [k for k, v in after.items() if k[0] == "persona_dispatcher_repairs_total" and v]
-        assert repaired == [
-            k for k, v in before.items() if k[0] == "persona_dispatcher_repairs_total" and v
+        lost = ("persona_dispatcher_repairs_total", (("cause", "lost_webhook"),))
+        assert after.get(lost, 0) - before.get(lost, 0) == len(repaired)
+        others = [
+            k
+            for k, v in after.items()
+            if k[0] == "persona_dispatcher_repairs_total" and k != lost and v != before.get(k, 0)
         ]
+        assert others == []
         ticks = ("persona_dispatcher_reconcile_ticks_total", (("result", "ok"),))
         assert after[ticks] > before.get(ticks, 0)
     finally:
         await lk.aclose()
+
+
+async def webhook_lag_s(lk: api.LiveKitAPI, log: Path, offset: int, room: str) -> float:
+    """From the SIP caller's join (LiveKit's time) to the dispatcher's receipt of the first
+    webhook of the room that began its set-up (one not ignored); both clocks are this host's."""
+    participants = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+    caller = next(p for p in participants.participants if p.kind == SIP)
+    ignored = {e["event_id"] for e in read_log_events(log, offset, event="webhook.ignored")}
+    received = [
+        datetime.fromisoformat(e["ts"]).timestamp()
+        for e in read_log_events(log, offset, event="webhook.received", room=room)
+        if e["event_id"] not in ignored
+    ]
+    return min(received) - caller.joined_at_ms / 1000

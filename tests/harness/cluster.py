@@ -123,6 +123,10 @@ def start_cluster(
             persona_port,
             mapping,
             PERSONA_CACHE_URL=f"redis://{cache_redis.address}/0",
+            # Above a loaded test machine's Redis round trip (the default, 0.2 s, is a
+            # production host's bound): these tests count CRM requests across replicas, which a
+            # command timing out would turn into one request per replica.
+            PERSONA_CACHE_TIMEOUT_S="1",
             **(dispatcher_env or {}),
         )
         dispatchers = []

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf import json_format
 from livekit import api, rtc
@@ -22,6 +24,10 @@ from tests.harness.stack import WebhookRecorder
 
 SAMPLE_RATE = 16000
 FRAME_MS = 20
+# How long one of the peer's steps (join, publish, leave) may take on a loaded machine: past it
+# the test fails, instead of waiting forever on a client SDK call that never completes.
+STEP_S = 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,7 @@ class AnsweringPeer:
     async def __aenter__(self) -> AnsweringPeer:
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.on("local_track_subscribed", lambda _track: self.heard.set())
-        await self.room.connect(self._url, self._token)
+        await _step("join", self.room.connect(self._url, self._token))
         sid = await self._publish()
         self._player = asyncio.create_task(self._play())
         self._spawn(self._republish_unless_heard(sid))
@@ -194,7 +200,9 @@ class AnsweringPeer:
     async def _publish(self) -> str:
         track = rtc.LocalAudioTrack.create_audio_track("peer-audio", self._source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        publication = await self.room.local_participant.publish_track(track, options)
+        publication = await _step(
+            "publish", self.room.local_participant.publish_track(track, options)
+        )
         return publication.sid
 
     async def _republish_unless_heard(self, sid: str, patience_s: float = 10.0) -> None:
@@ -206,7 +214,7 @@ class AnsweringPeer:
                     await self.heard.wait()
                 return
             self.republished += 1
-            await self.room.local_participant.unpublish_track(sid)
+            await _step("unpublish", self.room.local_participant.unpublish_track(sid))
             sid = await self._publish()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -214,9 +222,9 @@ class AnsweringPeer:
         # client SDK's native side must not be left with a live stream after its room is gone.
         if self._player is not None:
             await _cancel(self._player)
-        await self.room.disconnect()
+        await _step("leave", self.room.disconnect())
         await asyncio.gather(*(_cancel(t) for t in list(self._tasks)))
-        await self._source.aclose()
+        await _step("source close", self._source.aclose())
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -249,6 +257,15 @@ class AnsweringPeer:
         frame = rtc.AudioFrame(pcm, SAMPLE_RATE, 1, samples)
         while True:
             await self._source.capture_frame(frame)
+
+
+async def _step(name: str, step: Awaitable[T]) -> T:
+    """`step` within STEP_S; an AssertionError naming it otherwise."""
+    try:
+        async with asyncio.timeout(STEP_S):
+            return await step
+    except TimeoutError:
+        raise AssertionError(f"the answering peer's {name} took over {STEP_S:.0f} s") from None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -334,4 +335,4 @@ async def webhook_lag_s(lk: api.LiveKitAPI, log: Path, offset: int, room: str) -
         for e in read_log_events(log, offset, event="webhook.received", room=room)
         if e["event_id"] not in ignored
     ]
-    return min(received) - caller.joined_at_ms / 1000
+    return min(received, default=math.inf) - caller.joined_at_ms / 1000  # inf: none came

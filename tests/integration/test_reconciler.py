@@ -8,7 +8,6 @@ import functools
 import json
 import math
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ from config.settings import load_settings
 from devstack.agent_worker import AgentWorker, start_agent_worker
 from devstack.logs import clear_logs, read_log_events
 from devstack.processes import ROOT, ManagedProcess
-from tests.harness.metrics import Samples, parse_metrics
+from tests.harness.metrics import Samples, scrape
 from tests.harness.stack import (
     Stack,
     agent_dispatches,
@@ -92,9 +91,8 @@ def repairs(log: Any, room: str) -> list[dict[str, Any]]:
 
 
 def metric_values(url: str) -> Samples:
-    """Every sample of the dispatcher's `/metrics`, parsed by Prometheus' own text parser."""
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        return parse_metrics(resp.read().decode())
+    """Every sample of the dispatcher (at `url`) `/metrics` serves now."""
+    return scrape(url + "/metrics")
 
 
 async def test_calls_already_ringing_when_the_dispatcher_starts_are_set_up_once(
